@@ -1,0 +1,190 @@
+"""The `chintox` command line: one sub-command per pipeline step.
+
+DVC stages call these commands; Prefect tasks and tests call the same ``tasks.*`` functions directly.
+Heavy libraries are imported inside the commands so ``chintox --help`` answers quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from chintox.config import ConfigError, load_config, parse_override
+
+app = typer.Typer(
+    help="Train, evaluate, track and promote detectors of toxic Chinese text.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameter file.")]
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="micro | tiny | paper (default: params)")]
+SetOpt = Annotated[
+    Optional[list[str]], typer.Option("--set", help="Override a parameter: key.sub=value (repeatable).")
+]
+
+
+def _cfg(params: Path, profile: str | None, sets: list[str] | None):
+    try:
+        overrides = dict(parse_override(s) for s in (sets or []))
+        return load_config(params, profile=profile, overrides=overrides)
+    except ConfigError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2) from e
+
+
+def _fail(e: Exception) -> None:
+    typer.secho(f"error: {e}", fg="red", err=True)
+    raise typer.Exit(1) from e
+
+
+def _print(obj) -> None:
+    typer.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
+
+
+@app.command()
+def validate(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """Ingest the raw data, run the Great Expectations suites, quarantine bad rows."""
+    from tasks.ingest import DataError
+    from tasks.validate import run_validate
+
+    cfg = _cfg(params, profile, set_)
+    try:
+        summary = run_validate(cfg)
+    except DataError as e:
+        _fail(e)
+    _print(summary)
+
+
+@app.command()
+def split(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """Make the train/val/evaluation splits and the stage-1 chat records."""
+    from tasks.split import run_split
+
+    cfg = _cfg(params, profile, set_)
+    _print(run_split(cfg))
+
+
+@app.command()
+def base(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """Build the tiny base model (or load model.base) and save it as a Hugging Face folder."""
+    from tasks.base_model import run_base
+
+    cfg = _cfg(params, profile, set_)
+    _print({"base_model": str(run_base(cfg))})
+
+
+@app.command()
+def stage1(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """Stage 1: LoRA SFT on COIG-CQIA, merged into the base."""
+    from tasks.train import run_stage1
+
+    cfg = _cfg(params, profile, set_)
+    _print({"stage1_model": str(run_stage1(cfg))})
+
+
+@app.command()
+def stage2(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """Stage 2: LoRA on ToxiCN train with the study's prompt; checkpoint chosen on ToxiCN val."""
+    from tasks.train import run_stage2
+
+    cfg = _cfg(params, profile, set_)
+    _print({"detector": str(run_stage2(cfg))})
+
+
+@app.command()
+def evaluate(
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+    model_dir: Annotated[Optional[Path], typer.Option(help="Detector folder (default: models/stage2)")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="vllm | hf (default: params)")] = None,
+) -> None:
+    """Score ToxiCN test and COLD test; write metrics.json and plots."""
+    from tasks.evaluate import run_evaluate
+
+    cfg = _cfg(params, profile, set_)
+    _print(run_evaluate(cfg, model_dir=model_dir, backend=backend))
+
+
+@app.command()
+def table1(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """The study's Table 1: zero-shot base, stage-2-only, stage-1+2, both backends, TF-IDF reference."""
+    from tasks.evaluate import run_table1
+
+    cfg = _cfg(params, profile, set_)
+    _print({"table": str(run_table1(cfg))})
+
+
+@app.command()
+def register(
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+    model_dir: Annotated[Optional[Path], typer.Option(help="Detector folder (default: models/stage2)")] = None,
+) -> None:
+    """Register the trained detector in the MLflow registry (alias `challenger`)."""
+    from tasks.register import run_register
+
+    cfg = _cfg(params, profile, set_)
+    _print(run_register(cfg, model_dir=model_dir))
+
+
+@app.command()
+def promote(
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+    version: Annotated[Optional[str], typer.Option(help="Version to promote (default: @challenger)")] = None,
+    force: Annotated[bool, typer.Option(help="Override a failed gate (needs --reason)")] = False,
+    reason: Annotated[Optional[str], typer.Option(help="Why, recorded on the version")] = None,
+) -> None:
+    """Move `champion` to the challenger if the gate passes (or --force with a reason)."""
+    from tasks.promote import run_promote
+
+    cfg = _cfg(params, profile, set_)
+    _print(run_promote(cfg, version=version, force=force, reason=reason))
+
+
+@app.command()
+def rollback(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """Restore the previous champion."""
+    from tasks.promote import run_rollback
+
+    cfg = _cfg(params, profile, set_)
+    _print(run_rollback(cfg))
+
+
+@app.command()
+def detect(
+    text: Annotated[Optional[str], typer.Argument(help="Text to judge; omit to read lines from --file or stdin")] = None,
+    file: Annotated[Optional[Path], typer.Option(help="A file with one text per line")] = None,
+    model_uri: Annotated[Optional[str], typer.Option(help="Default: models:/<registered_model>@champion")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Judge texts with the champion detector; prints one JSON object per text."""
+    from tasks.detect import detect_texts
+
+    cfg = _cfg(params, profile, set_)
+    if text is not None:
+        texts = [text]
+    elif file is not None:
+        texts = file.read_text(encoding="utf-8").splitlines()
+    else:
+        texts = [line.rstrip("\n") for line in sys.stdin]
+    for row in detect_texts(cfg, texts, model_uri=model_uri):
+        typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

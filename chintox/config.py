@@ -1,0 +1,285 @@
+"""Typed configuration: one loader for ``params.yaml``.
+
+``params.yaml`` holds base sections plus ``profiles:``; the selected profile is deep-merged over the
+base and the result is converted, strictly, into the frozen dataclasses below. An unknown key, a
+missing key or a value of the wrong type is a :class:`ConfigError` naming the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+DEFAULT_PARAMS = Path("params.yaml")
+PROFILES = ("micro", "tiny", "paper")
+
+
+class ConfigError(ValueError):
+    """A parameter file that cannot be turned into a valid configuration."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    raw_dir: str
+    out_dir: str
+    seed: int
+    val_fraction: float
+    duplicates: Literal["drop", "keep"]
+    conflicting_labels: Literal["drop", "keep"]
+    drop_train_leakage: bool
+    min_text_chars: int
+    max_text_chars: int
+    cqia_max_records: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.min_text_chars < 0 or self.max_text_chars < self.min_text_chars:
+            raise ConfigError("data.min_text_chars must be >= 0 and <= data.max_text_chars")
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    tokenizer_max_chars: int
+    pretrain_steps: int
+    pretrain_batch_size: int
+    pretrain_seq_len: int
+    pretrain_lr: float
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    base: str
+    trust_remote_code: bool
+    dtype: Literal["float32", "bfloat16", "float16"]
+    answer_positive: str
+    answer_negative: str
+    prompt_file: str
+    tiny: TinyModelConfig
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.base == "tiny"
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    epochs: int
+    max_samples: int | None
+    batch_size: int
+    grad_accum: int
+    lr: float
+    max_seq_len: int
+    warmup_ratio: float
+    weight_decay: float
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    target_modules: list[str]
+    modules_to_save: list[str]
+    gradient_checkpointing: bool
+    save_every_steps: int
+    keep_checkpoints: int
+    enabled: bool = True
+    select_metric: str = "f1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    device: Literal["auto", "cpu", "cuda"]
+    stage1: StageConfig
+    stage2: StageConfig
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    backend: Literal["vllm", "hf"]
+    threshold: float
+    batch_size: int
+    max_model_len: int
+    truncation: str
+    vllm_block_size: int
+    vllm_prefix_caching: bool
+    vllm_kvcache_gb: int
+    bootstrap_samples: int
+    sets: list[str]
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str
+    artifact_root: str
+    experiment: str
+    registered_model: str
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    cold_accuracy_tolerance: float
+    min_f1_delta: float
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    mlflow: MlflowConfig
+    promote: PromoteConfig
+    source: str = field(default="<dict>", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("source", None)
+        return d
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` with ``over`` merged in, recursively for nested mappings."""
+    out = copy.deepcopy(base)
+    for key, value in (over or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    cur = d
+    for k in keys[:-1]:
+        if not isinstance(cur.get(k), dict):
+            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
+        cur = cur[k]
+    if keys[-1] not in cur:
+        raise ConfigError(f"override {dotted!r}: unknown key {keys[-1]!r}")
+    cur[keys[-1]] = value
+
+
+def _convert(tp: Any, value: Any, where: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {where} must be a mapping, got {type(value).__name__}")
+        return _build(tp, value, where, source)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(a, value, where, source)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{source}: {where} has an invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{source}: {where} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {where} must be a list, got {type(value).__name__}")
+        return [_convert(args[0], v, f"{where}[{i}]", source) for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {where} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {where} must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {where} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, raw: dict[str, Any], where: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{unknown[0]!r}; allowed keys here: {sorted(fields)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{source}: missing key {key!r}")
+            continue
+        kwargs[name] = _convert(hints[name], raw[name], key, source)
+    return cls(**kwargs)
+
+
+def config_from_dict(
+    raw: dict[str, Any],
+    profile: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    source: str = "<dict>",
+) -> Config:
+    """Build a :class:`Config` from a parsed params mapping, a profile name and dotted overrides."""
+    raw = copy.deepcopy(raw)
+    profiles = raw.pop("profiles", {}) or {}
+    chosen = profile or raw.get("profile") or "tiny"
+    if chosen not in profiles:
+        raise ConfigError(f"{source}: unknown profile {chosen!r}; defined profiles: {sorted(profiles)}")
+    merged = deep_merge(raw, profiles[chosen] or {})
+    merged["profile"] = chosen
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(merged, dotted, value)
+    cfg = _build(Config, merged, "", source)
+    return dataclasses.replace(cfg, source=source)
+
+
+def load_config(
+    path: str | Path = DEFAULT_PARAMS,
+    profile: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Read ``params.yaml`` (or ``path``) and return the typed configuration of ``profile``."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"parameter file not found: {p.resolve()}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    return config_from_dict(raw, profile=profile, overrides=overrides, source=str(p))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key.sub=value`` (value read as YAML) for ``--set`` options."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
