@@ -26,6 +26,13 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class PathsConfig:
+    models: str
+    reports: str
+    checkpoints: str
+
+
+@dataclass(frozen=True)
 class DataConfig:
     raw_dir: str
     out_dir: str
@@ -136,6 +143,7 @@ class PromoteConfig:
 @dataclass(frozen=True)
 class Config:
     profile: str
+    paths: PathsConfig
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
