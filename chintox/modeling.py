@@ -1,0 +1,89 @@
+"""Loading models and tokenizers safely, for every step that needs one.
+
+safetensors only, ``trust_remote_code`` only when params say so, and a clear error for a missing
+folder, an unknown hub id (no network here), or a tokenizer that cannot serve the detector.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+BASE_POINTER = "base_model.json"  # in models/base when model.base is a hub id / external path
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer that cannot be loaded, with the path or id and what to do."""
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise ModelLoadError(f"unknown dtype {name!r}; use float32, bfloat16 or float16") from None
+
+
+def pick_device(preference: str = "auto") -> str:
+    import torch
+
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("train.device is 'cuda' but no CUDA device is available")
+    if preference == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return preference
+
+
+def _looks_local(ref: str) -> bool:
+    return ref.startswith((".", "/", "~")) or Path(ref).exists() or ref.count("/") != 1
+
+
+def resolve_model_ref(ref: str | Path) -> str:
+    """A local folder (possibly holding a ``base_model.json`` pointer) or a hub id → what to load."""
+    ref = str(ref)
+    p = Path(ref).expanduser()
+    if (p / BASE_POINTER).is_file():
+        return json.loads((p / BASE_POINTER).read_text())["model"]
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ModelLoadError(f"model folder {p} has no config.json: not a Hugging Face model folder")
+        return str(p)
+    if _looks_local(ref):
+        raise ModelLoadError(f"model folder not found: {p.resolve()}")
+    return ref  # a hub id such as Qwen/Qwen1.5-1.8B-Chat
+
+
+def load_tokenizer(ref: str | Path, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    target = resolve_model_ref(ref)
+    try:
+        tok = AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot load the tokenizer of {target!r}: {e}") from e
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if not getattr(tok, "chat_template", None):
+        raise ModelLoadError(f"tokenizer of {target!r} has no chat template; the detector needs one")
+    return tok
+
+
+def load_model(ref: str | Path, dtype: str = "float32", device: str = "cpu",
+               trust_remote_code: bool = False) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    target = resolve_model_ref(ref)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            target,
+            dtype=torch_dtype(dtype),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+        )
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(
+            f"cannot load model {target!r} (safetensors only, trust_remote_code={trust_remote_code}): {e}"
+        ) from e
+    return model.to(device)

@@ -1,0 +1,211 @@
+"""Base-model step: build the `tiny` Qwen2 model from the training corpora, or point at a real one.
+
+``model.base: tiny`` trains a byte-level BPE tokenizer on the training texts only (COIG-CQIA stage-1
+records and ToxiCN train; never validation or evaluation texts), builds a small Qwen2-architecture
+causal LM with a ChatML chat template, optionally pre-trains it, and saves a normal Hugging Face folder
+that transformers and vLLM both load. Any other ``model.base`` (hub id or local path) is checked and
+recorded in ``base_model.json``; later steps load it from there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from chintox.config import Config, TinyModelConfig
+from chintox.modeling import BASE_POINTER, ModelLoadError, load_tokenizer, pick_device
+from chintox.prompting import answer_token_ids, prompt_from_config
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, must_be_single: Iterable[str] = ()) -> Any:
+    """A byte-level BPE tokenizer (Qwen-style) with ChatML special tokens and chat template.
+
+    Each word in ``must_be_single`` (the answer words) is guaranteed to be one token: if BPE did not
+    learn it as one, it is added as a token of its own.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        additional_special_tokens=["<|im_start|>"],
+        model_max_length=1 << 30,
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    for word in must_be_single:
+        if len(fast.encode(word, add_special_tokens=False)) != 1:
+            fast.add_tokens([word])
+    return fast
+
+
+def build_tiny_model(tcfg: TinyModelConfig, tokenizer: Any, seed: int = 0) -> Any:
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=tcfg.hidden_size,
+        intermediate_size=tcfg.intermediate_size,
+        num_hidden_layers=tcfg.num_layers,
+        num_attention_heads=tcfg.num_heads,
+        num_key_value_heads=tcfg.num_kv_heads,
+        max_position_embeddings=tcfg.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        use_sliding_window=False,
+    )
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False
+    )
+    return model
+
+
+def pretrain(model: Any, tokenizer: Any, texts: list[str], tcfg: TinyModelConfig, device: str,
+             seed: int = 0) -> list[float]:
+    """Causal-LM pre-training on packed training texts for ``pretrain_steps`` steps; returns losses."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if tcfg.pretrain_steps <= 0:
+        return []
+    rng = random.Random(seed)
+    texts = list(texts)
+    rng.shuffle(texts)
+    eos = tokenizer.eos_token_id
+    stream: list[int] = []
+    need = tcfg.pretrain_steps * tcfg.pretrain_batch_size * tcfg.pretrain_seq_len
+    for t in texts:
+        stream.extend(tokenizer.encode(t, add_special_tokens=False) + [eos])
+        if len(stream) >= need:
+            break
+    if len(stream) < tcfg.pretrain_seq_len + 1:
+        raise ValueError("not enough pre-training text for one sequence")
+    n_seq = len(stream) // tcfg.pretrain_seq_len
+    data = torch.tensor(stream[: n_seq * tcfg.pretrain_seq_len]).view(n_seq, tcfg.pretrain_seq_len)
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.pretrain_lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * s / tcfg.pretrain_steps))
+    )
+    losses = []
+    g = torch.Generator().manual_seed(seed)
+    for _step in tqdm(range(tcfg.pretrain_steps), desc="pre-train tiny base", unit="step"):
+        idx = torch.randint(0, n_seq, (tcfg.pretrain_batch_size,), generator=g)
+        batch = data[idx].to(device)
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss))
+    model.eval()
+    return losses
+
+
+def training_texts(cfg: Config) -> list[str]:
+    """Texts the tiny tokenizer and pre-training may see: stage-1 records and ToxiCN train only."""
+    from tasks.split import load_split
+
+    texts: list[str] = []
+    for rec in load_split(cfg.data.out_dir, "stage1"):
+        texts.extend(m["content"] for m in rec["messages"])
+    texts.extend(r["text"] for r in load_split(cfg.data.out_dir, "toxicn_train"))
+    return texts
+
+
+def _capped(texts: list[str], max_chars: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    order = list(range(len(texts)))
+    rng.shuffle(order)
+    out, total = [], 0
+    for i in order:
+        if total >= max_chars:
+            break
+        out.append(texts[i])
+        total += len(texts[i])
+    return out
+
+
+def build_tiny_base(cfg: Config, texts: list[str], out_dir: Path) -> dict[str, Any]:
+    """Train the tokenizer, build (and optionally pre-train) the tiny model, save it to ``out_dir``."""
+    import torch
+
+    t0 = time.time()
+    prompt = prompt_from_config(cfg)
+    tcfg = cfg.model.tiny
+    corpus = _capped(texts, tcfg.tokenizer_max_chars, cfg.data.seed)
+    # The fixed instruction is part of every training example, so the tokenizer sees it too.
+    tokenizer = train_tokenizer(corpus + [prompt.instruction] * 50, tcfg.vocab_size,
+                                must_be_single=[prompt.answer_positive, prompt.answer_negative])
+    answer_ids = answer_token_ids(tokenizer, prompt)
+    model = build_tiny_model(tcfg, tokenizer, seed=cfg.data.seed)
+    losses = pretrain(model, tokenizer, corpus, tcfg, pick_device(cfg.train.device), seed=cfg.data.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float32).save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    info = {
+        "kind": "tiny",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "prompt_tokens": len(tokenizer.encode(prompt.instruction, add_special_tokens=False)),
+        "answer_token_ids": list(answer_ids),
+        "tokenizer_chars": sum(len(t) for t in corpus),
+        "pretrain_steps": tcfg.pretrain_steps,
+        "pretrain_final_loss": losses[-1] if losses else None,
+        "seconds": round(time.time() - t0, 2),
+    }
+    (out_dir / "build_info.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def run_base(cfg: Config) -> Path:
+    """The `base` pipeline step. Returns the folder later steps load the base model from."""
+    out_dir = Path(cfg.paths.models) / "base"
+    if cfg.model.is_tiny:
+        build_tiny_base(cfg, training_texts(cfg), out_dir)
+        return out_dir
+    # A real model: check that it loads and fits the detector, then record where it comes from.
+    prompt = prompt_from_config(cfg)
+    tok = load_tokenizer(cfg.model.base, trust_remote_code=cfg.model.trust_remote_code)
+    answer_token_ids(tok, prompt)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("config.json", "model.safetensors"):
+        if (out_dir / stale).exists():
+            (out_dir / stale).unlink()
+    (out_dir / BASE_POINTER).write_text(json.dumps(
+        {"model": cfg.model.base, "trust_remote_code": cfg.model.trust_remote_code}, indent=2))
+    return out_dir
+
+
+__all__ = ["ModelLoadError", "build_tiny_base", "build_tiny_model", "run_base", "train_tokenizer"]
