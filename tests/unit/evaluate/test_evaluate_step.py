@@ -1,0 +1,85 @@
+"""run_evaluate and run_table1 end to end on micro splits (hf backend; MLflow in tmp)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from _eval_fixtures import micro_cfg_at, write_splits
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, micro_model_dir, micro_detector_dir):
+    import shutil
+
+    root = tmp_path_factory.mktemp("evalws")
+    write_splits(root, n=40)
+    models = root / "models"
+    models.mkdir()
+    shutil.copytree(micro_detector_dir, models / "stage2")
+    shutil.copytree(micro_model_dir, models / "base")
+    cfg = micro_cfg_at(root, **{"evaluate.backend": "hf", "evaluate.table1_backends": ["hf"]})
+    return cfg, root
+
+
+def test_run_evaluate_writes_metrics_predictions_plots_and_mlflow(workspace):
+    import mlflow
+
+    from tasks.evaluate import run_evaluate
+
+    cfg, root = workspace
+    m = run_evaluate(cfg, generate=True)
+    reports = root / "reports"
+    on_disk = json.loads((reports / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(m))
+    for name in ("toxicn_test", "cold_test"):
+        s = m[name]
+        assert s["n"] == 40 and s["threshold_tuned"] == 0.45
+        assert set(s["default"]) == {"accuracy", "precision", "recall", "f1", "auc", "auc_hard"}
+        assert 0 <= s["default"]["accuracy"] <= 1 and s["truncated"] == 0 and s["empty"] == 0
+        assert s["generate"]["n_unparsed"] >= 0
+        for f in ("roc.png", "pr.png", "confusion.png", "hist.png", "roc.csv", "pr.csv", "hist.csv",
+                  "confusion.csv"):
+            assert (reports / "plots" / name / f).stat().st_size > 0, f
+        rows = list(csv.DictReader((reports / "predictions" / f"{name}.csv").open()))
+        assert len(rows) == 40 and {"id", "label", "score", "pred", "pred_tuned"} == set(rows[0])
+    assert m["speed"]["samples_per_s"] > 0 and m["speed"]["startup_seconds"] > 0
+    assert m["threshold_source"] == "detector.json"
+    details = json.loads((reports / "eval_details.json").read_text())
+    ci = details["toxicn_test"]["ci95_default"]["f1"]
+    assert ci[0] <= m["toxicn_test"]["default"]["f1"] <= ci[1]
+    assert set(details["toxicn_test"]["slices_default"]) == {"topic", "toxic_type", "expression"}
+    assert set(details["cold_test"]["slices_default"]) == {"topic", "fine_grained_label"}
+
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    runs = mlflow.search_runs(experiment_names=[cfg.mlflow.experiment], filter_string="tags.stage = 'evaluate'")
+    assert len(runs) == 1
+    run_id = runs.iloc[0]["run_id"]
+    assert runs.iloc[0]["metrics.toxicn_test.default.f1"] == pytest.approx(m["toxicn_test"]["default"]["f1"])
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "plots/cold_test")}
+    assert "plots/cold_test/roc.png" in arts
+
+
+def test_base_model_without_threshold_tunes_on_val(workspace, tmp_path):
+    from tasks.evaluate import run_evaluate
+
+    cfg, root = workspace
+    m = run_evaluate(cfg, model_dir=root / "models" / "base", sets=["cold_test"], reports_dir=tmp_path,
+                     log_mlflow=False)
+    assert m["threshold_source"] == "tuned on toxicn_val"
+    assert list(m) [:1] == ["cold_test"]
+
+
+def test_table1_marks_missing_rows_and_has_reference(workspace):
+    from tasks.evaluate import run_table1
+
+    cfg, root = workspace
+    md = run_table1(cfg)
+    text = md.read_text()
+    assert "| Stage 2 only (ToxiCN) | hf |" in text and "not available" in text  # no stage2_only dir
+    assert "| Stage 1+2 (COIG-CQIA & ToxiCN) | hf | " in text
+    assert "TF-IDF" in text and "sklearn" in text
+    assert "not ours" in text and "81.46" in text
+    rows = json.loads((root / "reports" / "table1.json").read_text())
+    assert any(r["model"].startswith("Base") and "toxicn" in r for r in rows)
