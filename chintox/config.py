@@ -103,6 +103,16 @@ class StageConfig:
     keep_checkpoints: int
     enabled: bool = True
     select_metric: str = "f1"
+    # stage 2 loss at the answer position: "full" = cross-entropy over the vocabulary (target 是/否),
+    # "pair" = 2-way softmax over the two answer tokens only (see tasks.train.answer_loss)
+    loss: Literal["full", "pair"] = "full"
+
+    def __post_init__(self) -> None:
+        if self.select_metric not in {"f1", "accuracy", "auc", "precision", "recall", "loss"}:
+            raise ConfigError(f"train.*.select_metric must be f1|accuracy|auc|precision|recall|loss, "
+                              f"got {self.select_metric!r}")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.epochs < 1 or self.keep_checkpoints < 1:
+            raise ConfigError("train.*: batch_size, grad_accum, epochs and keep_checkpoints must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,13 @@ class EvaluateConfig:
     vllm_kvcache_gb: int
     bootstrap_samples: int
     sets: list[str]
+    generate_max_new_tokens: int = 4      # generate-and-parse mode: tokens generated per text
+    generate_and_parse: bool = False      # also run the study's generate-and-parse mode in evaluate
+    val_set: str = "toxicn_val"           # where a threshold is tuned when detector.json has none
+    stage2_only_dir: str = "stage2_only"  # Table 1 rows, relative to paths.models
+    stage12_dir: str = "stage2"
+    base_dir: str = "base"
+    table1_backends: list[str] = field(default_factory=lambda: ["vllm", "hf"])
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,483 @@
+"""Training steps: stage 1 (LoRA SFT on COIG-CQIA, merged) and stage 2 (LoRA detector on ToxiCN).
+
+Stage 1 teaches the base general Chinese instruction following; its adapter is merged into the base,
+giving the stage-1 model (``<paths.models>/stage1``). With ``train.stage1.enabled: false`` stage 1
+writes only a pointer to the base, so the study's two rows ("ToxiCN" and "COIG-CQIA & ToxiCN") are one
+parameter apart and stage 2 does not change.
+
+Stage 2 trains a fresh LoRA on ToxiCN train with the study's prompt: the loss is the cross-entropy of
+the answer token ('是' toxic / '否' not) at the answer position -- the first token of the assistant
+turn -- computed through ``chintox.prefix`` (the ~270-token instruction is run once per batch, not once
+per text). ToxiCN val is scored after every epoch; the kept epoch is the best on
+``train.stage2.select_metric`` and the decision threshold is the one maximising val F1. Test sets are
+never read here.
+
+The loop (``chintox.training.loop``) is explicit and resumable; see its docstring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from chintox.config import Config, StageConfig
+from chintox.modeling import BASE_POINTER, ModelLoadError, load_model, load_tokenizer, resolve_model_ref
+
+log = logging.getLogger("chintox.train")
+
+DETECTOR_FILE = "detector.json"
+VAL_METRICS_FILE = "val_metrics.json"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _setup_logging() -> None:
+    if not logging.getLogger("chintox").handlers:
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("chintox").addHandler(h)
+        logging.getLogger("chintox").setLevel(logging.INFO)
+
+
+def load_records(cfg: Config, name: str) -> list[dict]:
+    """One split (``<data.out_dir>/splits/<name>.jsonl``), through ``tasks.split.load_split``."""
+    from tasks.split import load_split
+
+    return load_split(cfg.data.out_dir, name)
+
+
+def _subsample(records: list[dict], n: int | None, seed: int) -> list[dict]:
+    if n is None or n >= len(records):
+        return records
+    rng = random.Random(seed)
+    idx = sorted(rng.sample(range(len(records)), n))
+    return [records[i] for i in idx]
+
+
+def _folder_fingerprint(ref: str) -> str:
+    """Identity of an upstream model: its files' sha256 when local and small, else its name and sizes."""
+    p = Path(ref)
+    if not p.is_dir():
+        return ref
+    h = hashlib.sha256()
+    for f in sorted(p.rglob("*")):
+        if f.is_file() and f.suffix in {".json", ".safetensors", ".txt", ".jinja"}:
+            h.update(f.relative_to(p).as_posix().encode())
+            if f.stat().st_size < 512 << 20:
+                h.update(f.read_bytes())
+            else:
+                h.update(str(f.stat().st_size).encode())
+    return h.hexdigest()
+
+
+def config_hash(cfg: Config, stage: str, upstream: str, data_files: list[Path]) -> str:
+    """Hash of everything that decides a stage's result: its params, the model/data sections, the
+    prompt, the upstream model's files and the split files it reads. Checkpoints carry it, so a
+    changed parameter never resumes a stale run."""
+    sc: StageConfig = getattr(cfg.train, stage)
+    payload = {
+        "stage": stage, "stage_cfg": asdict(sc), "model": asdict(cfg.model), "seed": cfg.data.seed,
+        "device": cfg.train.device,
+        "upstream": _folder_fingerprint(upstream),
+        "data": [hashlib.sha256(f.read_bytes()).hexdigest() for f in data_files if f.is_file()],
+    }
+    if stage == "stage2":
+        payload["prompt"] = Path(cfg.model.prompt_file).read_bytes().hex()
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _split_file(cfg: Config, name: str) -> Path:
+    return Path(cfg.data.out_dir) / "splits" / f"{name}.jsonl"
+
+
+def _accelerator(cfg: Config) -> Any:
+    from accelerate import Accelerator
+
+    from chintox.modeling import pick_device
+
+    device = pick_device(cfg.train.device)
+    mp = "bf16" if (cfg.model.dtype == "bfloat16" and device == "cuda") else "no"
+    return Accelerator(cpu=(device == "cpu"), mixed_precision=mp)
+
+
+def _peft_model(model: Any, sc: StageConfig) -> Any:
+    """Fresh LoRA adapter on all ``target_modules``; ``modules_to_save`` get trainable full copies.
+
+    When the base ties input embeddings and LM head (the tiny base does) and both are in
+    ``modules_to_save``, ``ensure_weight_tying`` keeps the two trained copies one tensor, as in the
+    base, so the merged model saves and reloads as a tied model.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    cfg = LoraConfig(
+        r=sc.lora_r, lora_alpha=sc.lora_alpha, lora_dropout=sc.lora_dropout,
+        target_modules=list(sc.target_modules), modules_to_save=list(sc.modules_to_save) or None,
+        task_type="CAUSAL_LM", ensure_weight_tying=tied and bool(sc.modules_to_save),
+    )
+    pm = get_peft_model(model, cfg)
+    if sc.gradient_checkpointing:
+        pm.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        pm.enable_input_require_grads()
+    return pm
+
+
+def _load_upstream(cfg: Config, ref: str, accelerator: Any) -> tuple[Any, Any]:
+    tok = load_tokenizer(ref, trust_remote_code=cfg.model.trust_remote_code)
+    # Trainable copies and LoRA weights stay float32 on CPU; bf16 only via autocast on GPU.
+    dtype = cfg.model.dtype if accelerator.device.type == "cuda" else "float32"
+    model = load_model(ref, dtype=dtype, device=str(accelerator.device),
+                       trust_remote_code=cfg.model.trust_remote_code)
+    return tok, model
+
+
+def _mlflow_params(cfg: Config, stage: str, extra: dict[str, Any]) -> dict[str, Any]:
+    sc = asdict(getattr(cfg.train, stage))
+    flat = {f"{stage}.{k}": (",".join(v) if isinstance(v, list) else v) for k, v in sc.items()}
+    flat.update({"model.base": cfg.model.base, "model.dtype": cfg.model.dtype, "profile": cfg.profile})
+    flat.update(extra)
+    return flat
+
+
+def _logger(run_active: bool) -> Any:
+    import mlflow
+
+    def log_metrics(metrics: dict[str, float], step: int) -> None:
+        if run_active:
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    return log_metrics
+
+
+def _atomic_dir(final: Path) -> Path:
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def _save_merged(peft_model: Any, tokenizer: Any, out: Path) -> None:
+    """Merge the adapter into (a copy of) the base and save a plain HF folder (safetensors)."""
+    import copy
+
+    import torch
+
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    merged.to("cpu")
+    if getattr(merged.config, "tie_word_embeddings", False):
+        merged.tie_weights()
+    with torch.no_grad():
+        merged.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+# ----------------------------------------------------------------------------- stage 1
+
+
+def _stage1_example(tokenizer: Any, messages: list[dict], max_len: int) -> tuple[list[int], list[int]] | None:
+    """Token ids and labels of one chat record: only assistant tokens (and their end-of-turn) are
+    learned; user/system tokens get -100. Returns None when truncation leaves no assistant token."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for i, m in enumerate(messages):
+        before = tokenizer.apply_chat_template(messages[:i], tokenize=False) if i else ""
+        if m["role"] == "assistant":
+            opened = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+            head = tokenizer.encode(opened[len(before):], add_special_tokens=False)
+            ids += head
+            labels += [-100] * len(head)
+            upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+            body = tokenizer.encode(upto[len(opened):], add_special_tokens=False)
+            ids += body
+            labels += body
+        else:
+            upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+            part = tokenizer.encode(upto[len(before):], add_special_tokens=False)
+            ids += part
+            labels += [-100] * len(part)
+    ids, labels = ids[:max_len], labels[:max_len]
+    if all(x == -100 for x in labels[1:]):
+        return None
+    return ids, labels
+
+
+def run_stage1(cfg: Config) -> Path:
+    """The `stage1` step: LoRA SFT on the stage-1 chat records, merged into the base.
+
+    Output ``<paths.models>/stage1``: the merged HF folder (+ ``adapter/``), or, when
+    ``train.stage1.enabled`` is false, only a ``base_model.json`` pointer to the base.
+    """
+    _setup_logging()
+    sc = cfg.train.stage1
+    base_dir = Path(cfg.paths.models) / "base"
+    out = Path(cfg.paths.models) / "stage1"
+    base_ref = resolve_model_ref(base_dir)  # clear error when the base step has not run
+    if not sc.enabled:
+        tmp = _atomic_dir(out)
+        pointer = json.loads((base_dir / BASE_POINTER).read_text())["model"] if (base_dir / BASE_POINTER).is_file() \
+            else str(base_dir)
+        (tmp / BASE_POINTER).write_text(json.dumps(
+            {"model": pointer, "trust_remote_code": cfg.model.trust_remote_code, "stage1_enabled": False},
+            indent=2))
+        _publish(tmp, out)
+        log.info("stage 1 disabled: %s points at the base model %s", out, pointer)
+        return out
+
+    import torch
+
+    from chintox.tracking import stage_run
+    from chintox.training.checkpoint import CheckpointManager
+    from chintox.training.loop import LoopSpec, load_trainable_state, run_loop
+
+    accelerator = _accelerator(cfg)
+    torch.manual_seed(cfg.data.seed)
+    tok, model = _load_upstream(cfg, base_ref, accelerator)
+    records = _subsample(load_records(cfg, "stage1"), sc.max_samples, cfg.data.seed)
+    examples = [e for r in records if (e := _stage1_example(tok, r["messages"], sc.max_seq_len))]
+    if not examples:
+        raise ValueError("no stage-1 example keeps an assistant token within max_seq_len")
+    pm = _peft_model(model, sc)
+    chash = config_hash(cfg, "stage1", base_ref, [_split_file(cfg, "stage1")])
+    ckpts = CheckpointManager(Path(cfg.paths.checkpoints) / "stage1", sc.keep_checkpoints, chash)
+    pad = tok.pad_token_id
+    dev = accelerator.device
+
+    def loss_fn(m: Any, idx: list[int]) -> tuple[Any, int]:
+        batch = [examples[i] for i in idx]
+        width = max(len(x) for x, _ in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        lab = torch.full((len(batch), width), -100, dtype=torch.long)
+        att = torch.zeros((len(batch), width), dtype=torch.long)
+        for j, (x, y) in enumerate(batch):
+            ids[j, : len(x)], lab[j, : len(y)], att[j, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+        out = m(input_ids=ids.to(dev), attention_mask=att.to(dev), labels=lab.to(dev))
+        return out.loss, int(att.sum())
+
+    with stage_run(cfg, "stage1", tags={"config_hash": chash}) as run:
+        import mlflow
+
+        mlflow.log_params(_mlflow_params(cfg, "stage1", {"examples": len(examples), "config_hash": chash}))
+        spec = LoopSpec(
+            n_examples=len(examples), batch_size=sc.batch_size, grad_accum=sc.grad_accum, epochs=sc.epochs,
+            lr=sc.lr, warmup_ratio=sc.warmup_ratio, weight_decay=sc.weight_decay,
+            save_every_steps=sc.save_every_steps, seed=cfg.data.seed, loss_fn=loss_fn,
+            log_metrics=_logger(run is not None), desc="stage1")
+        t0 = time.time()
+        result = run_loop(pm, spec, ckpts, accelerator)
+        load_trainable_state(pm, result["best_state"])
+        if accelerator.is_main_process:
+            tmp = _atomic_dir(out)
+            pm.peft_config["default"].base_model_name_or_path = str(base_dir)
+            pm.save_pretrained(tmp / "adapter")
+            _save_merged(pm, tok, tmp)
+            (tmp / "train_info.json").write_text(json.dumps({
+                "base_model": str(base_dir), "config_hash": chash, "examples": len(examples),
+                "history": result["history"], "seconds": round(time.time() - t0, 1),
+                "resumed_from": result["resumed_from"]}, indent=2))
+            _publish(tmp, out)
+            mlflow.log_artifacts(str(out / "adapter"), artifact_path="adapter")
+            mlflow.log_metric("train_seconds", time.time() - t0)
+    return out
+
+
+# ----------------------------------------------------------------------------- stage 2
+
+
+def binary_metrics(labels: list[int], scores: list[float], threshold: float = 0.5) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 (positive = toxic) at ``threshold``, and ROC AUC."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
+
+    pred = [int(s >= threshold) for s in scores]
+    p, r, f, _ = precision_recall_fscore_support(labels, pred, average="binary", zero_division=0)
+    out = {"accuracy": float(accuracy_score(labels, pred)), "precision": float(p), "recall": float(r),
+           "f1": float(f)}
+    out["auc"] = float(roc_auc_score(labels, scores)) if len(set(labels)) > 1 else float("nan")
+    return out
+
+
+def best_f1_threshold(labels: list[int], scores: list[float]) -> float:
+    """The threshold maximising F1 on (validation) scores: the midpoint below the best cut."""
+    from sklearn.metrics import precision_recall_curve
+
+    prec, rec, thr = precision_recall_curve(labels, scores)
+    f1 = [(2 * p * r / (p + r)) if (p + r) > 0 else 0.0 for p, r in zip(prec[:-1], rec[:-1])]
+    if not f1:
+        return 0.5
+    return float(thr[max(range(len(f1)), key=f1.__getitem__)])
+
+
+class Stage2Data:
+    """Tokenised ToxiCN records for the shared-prefix forward: text+suffix ids, labels."""
+
+    def __init__(self, tokenizer: Any, prompt: Any, records: list[dict], max_seq_len: int):
+        from chintox.prefix import encode_prompt_parts
+        from chintox.prompting import answer_token_ids
+
+        self.prefix_ids, self.suffix = encode_prompt_parts(tokenizer, prompt)
+        self.pos_id, self.neg_id = answer_token_ids(tokenizer, prompt)
+        self.max_suffix = max_seq_len - len(self.prefix_ids)
+        if self.max_suffix < 8:
+            raise ValueError(f"max_seq_len {max_seq_len} leaves no room for the text after the "
+                             f"{len(self.prefix_ids)}-token prompt")
+        self.tokenizer = tokenizer
+        self.texts = [r["text"] for r in records]
+        self.labels = [int(r["label"]) for r in records]
+
+    def batch(self, idx: list[int]) -> tuple[Any, Any, Any]:
+        import torch
+
+        from chintox.prefix import encode_texts
+
+        ids, lengths = encode_texts(self.tokenizer, [self.texts[i] for i in idx], self.suffix, self.max_suffix)
+        y = torch.tensor([self.labels[i] for i in idx], dtype=torch.long)
+        return ids, lengths, y
+
+
+def answer_loss(logits: Any, y: Any, pos_id: int, neg_id: int, kind: str) -> Any:
+    """Loss on the answer position. ``full``: cross-entropy over the whole vocabulary with the answer
+    token as target (the model also learns to put its mass on the two answer words, which matters
+    to a generation-based scorer). ``pair``: 2-way softmax over (否, 是) only."""
+    import torch.nn.functional as F
+
+    if kind == "pair":
+        pair = logits[:, [neg_id, pos_id]].float()
+        return F.cross_entropy(pair, y.to(logits.device))
+    target = (y * pos_id + (1 - y) * neg_id).to(logits.device)
+    return F.cross_entropy(logits.float(), target)
+
+
+def score_texts(model: Any, data: Stage2Data, batch_size: int, desc: str = "score",
+                loss_kind: str = "full") -> tuple[list[float], float]:
+    """p(是)/(p(是)+p(否)) per text, and the mean answer loss (of the kind training uses)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from chintox.prefix import answer_logits, build_prefix_cache
+
+    was_training = model.training
+    model.eval()
+    scores: list[float] = []
+    loss_sum = 0.0
+    with torch.no_grad():
+        cache = build_prefix_cache(model, data.prefix_ids)
+        for s in tqdm(range(0, len(data.texts), batch_size), desc=desc, unit="batch", leave=False):
+            idx = list(range(s, min(s + batch_size, len(data.texts))))
+            ids, lengths, y = data.batch(idx)
+            logits = answer_logits(model, data.prefix_ids, ids, lengths, prefix_cache=cache).float()
+            pair = torch.log_softmax(logits[:, [data.neg_id, data.pos_id]], dim=-1)
+            scores += pair[:, 1].exp().tolist()
+            loss_sum += float(answer_loss(logits, y, data.pos_id, data.neg_id, loss_kind)) * len(idx)
+    model.train(was_training)
+    return scores, loss_sum / max(1, len(data.texts))
+
+
+def run_stage2(cfg: Config) -> Path:
+    """The `stage2` step: a fresh LoRA on ToxiCN train; the detector folder ``<paths.models>/stage2``.
+
+    Folder contract: ``merged/`` (HF model + tokenizer, safetensors), ``adapter/`` (peft, relative
+    to the stage-1 model), ``prompt.txt``, ``detector.json`` and ``val_metrics.json``.
+    """
+    _setup_logging()
+    import torch
+
+    from chintox.prefix import answer_logits
+    from chintox.prompting import prompt_from_config
+    from chintox.tracking import stage_run
+    from chintox.training.checkpoint import CheckpointManager
+    from chintox.training.loop import LoopSpec, load_trainable_state, run_loop
+
+    sc = cfg.train.stage2
+    stage1_dir = Path(cfg.paths.models) / "stage1"
+    out = Path(cfg.paths.models) / "stage2"
+    upstream = resolve_model_ref(stage1_dir)
+    stage1_enabled = not (stage1_dir / BASE_POINTER).is_file()
+    accelerator = _accelerator(cfg)
+    torch.manual_seed(cfg.data.seed)
+    tok, model = _load_upstream(cfg, upstream, accelerator)
+    prompt = prompt_from_config(cfg)
+    train_recs = _subsample(load_records(cfg, "toxicn_train"), sc.max_samples, cfg.data.seed)
+    val_recs = load_records(cfg, "toxicn_val")
+    train = Stage2Data(tok, prompt, train_recs, sc.max_seq_len)
+    val = Stage2Data(tok, prompt, val_recs, sc.max_seq_len)
+    pm = _peft_model(model, sc)
+    chash = config_hash(cfg, "stage2", upstream,
+                        [_split_file(cfg, "toxicn_train"), _split_file(cfg, "toxicn_val")])
+    ckpts = CheckpointManager(Path(cfg.paths.checkpoints) / "stage2", sc.keep_checkpoints, chash)
+    prefix = torch.tensor(train.prefix_ids)
+
+    def loss_fn(m: Any, idx: list[int]) -> tuple[Any, int]:
+        ids, lengths, y = train.batch(idx)
+        logits = answer_logits(m, prefix, ids, lengths)
+        return answer_loss(logits, y, train.pos_id, train.neg_id, sc.loss), int(lengths.sum()) + len(idx) * len(prefix)
+
+    def evaluate(m: Any) -> dict[str, float]:
+        scores, vloss = score_texts(m, val, max(sc.batch_size, 32), desc="stage2 val", loss_kind=sc.loss)
+        return {**binary_metrics(val.labels, scores), "loss": vloss}
+
+    with stage_run(cfg, "stage2", tags={"config_hash": chash}) as run:
+        import mlflow
+
+        mlflow.log_params(_mlflow_params(cfg, "stage2", {
+            "train_examples": len(train.texts), "val_examples": len(val.texts), "config_hash": chash,
+            "stage1_enabled": stage1_enabled, "prompt_tokens": len(train.prefix_ids)}))
+        spec = LoopSpec(
+            n_examples=len(train.texts), batch_size=sc.batch_size, grad_accum=sc.grad_accum, epochs=sc.epochs,
+            lr=sc.lr, warmup_ratio=sc.warmup_ratio, weight_decay=sc.weight_decay,
+            save_every_steps=sc.save_every_steps, seed=cfg.data.seed, loss_fn=loss_fn, evaluate=evaluate,
+            select_metric=sc.select_metric, log_metrics=_logger(run is not None), desc="stage2")
+        t0 = time.time()
+        result = run_loop(pm, spec, ckpts, accelerator)
+        load_trainable_state(pm, result["best_state"])
+        if not accelerator.is_main_process:
+            return out
+        scores, vloss = score_texts(pm, val, max(sc.batch_size, 32), desc="stage2 threshold", loss_kind=sc.loss)
+        threshold = best_f1_threshold(val.labels, scores)
+        val_metrics = {**binary_metrics(val.labels, scores), "loss": vloss}
+        val_tuned = binary_metrics(val.labels, scores, threshold)
+        tmp = _atomic_dir(out)
+        pm.peft_config["default"].base_model_name_or_path = str(stage1_dir)
+        pm.save_pretrained(tmp / "adapter")
+        _save_merged(pm, tok, tmp / "merged")
+        shutil.copyfile(cfg.model.prompt_file, tmp / "prompt.txt")
+        metrics_out = {"selected_epoch": result["best"]["epoch"], "threshold": threshold,
+                       "at_0.5": val_metrics, "at_threshold": val_tuned, "history": result["history"]}
+        (tmp / VAL_METRICS_FILE).write_text(json.dumps(metrics_out, indent=2))
+        detector = {
+            "base_model": str(stage1_dir), "base_model_resolved": upstream, "stage1_enabled": stage1_enabled,
+            "profile": cfg.profile, "answer_positive": prompt.answer_positive,
+            "answer_negative": prompt.answer_negative, "prompt_sha256": prompt.sha256,
+            "threshold": threshold, "threshold_default": 0.5, "max_seq_len": sc.max_seq_len,
+            "val_metrics": val_metrics, "val_metrics_at_threshold": val_tuned,
+            "selected_epoch": result["best"]["epoch"], "select_metric": sc.select_metric,
+            "config_hash": chash, "train_examples": len(train.texts), "loss": sc.loss,
+        }
+        (tmp / DETECTOR_FILE).write_text(json.dumps(detector, indent=2, ensure_ascii=False))
+        _publish(tmp, out)
+        # DVC metric (outside models/stage2: DVC forbids a metrics file inside a directory out)
+        Path(cfg.paths.reports).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.paths.reports) / "stage2_val_metrics.json").write_text(json.dumps(
+            {k: v for k, v in metrics_out.items() if k != "history"}, indent=2))
+        mlflow.log_metrics({f"final_val_{k}": v for k, v in val_metrics.items()})
+        mlflow.log_metrics({"threshold": threshold, "train_seconds": time.time() - t0})
+        mlflow.log_artifacts(str(out / "adapter"), artifact_path="adapter")
+        mlflow.log_artifact(str(out / DETECTOR_FILE))
+    return out
+
+
+__all__ = ["ModelLoadError", "best_f1_threshold", "binary_metrics", "run_stage1", "run_stage2", "score_texts"]

@@ -1,0 +1,70 @@
+"""Stage 1 label masking and pointer mode, and the clear errors a user meets first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _train_fixtures import REPO, workspace
+
+from chintox.config import ConfigError, load_config
+from chintox.modeling import BASE_POINTER, ModelLoadError, load_tokenizer
+
+
+def test_stage1_labels_only_the_assistant_turn(tmp_path):
+    from tasks.train import _stage1_example
+
+    cfg = workspace(tmp_path)
+    tok = load_tokenizer(Path(cfg.paths.models) / "base")
+    msgs = [{"role": "user", "content": "今天天气怎么样"}, {"role": "assistant", "content": "今天天气很好"}]
+    ids, labels = _stage1_example(tok, msgs, 512)
+    assert ids == tok.encode(tok.apply_chat_template(msgs, tokenize=False), add_special_tokens=False)
+    learned = tok.decode([i for i, y in zip(ids, labels) if y != -100])
+    assert learned.startswith("今天天气很好") and "<|im_end|>" in learned and "怎么样" not in learned
+    assert labels[: len(labels) - len([y for y in labels if y != -100])] == \
+        [-100] * (len(labels) - len([y for y in labels if y != -100]))
+    # truncated into the user turn: nothing to learn, the record is dropped
+    assert _stage1_example(tok, msgs, 5) is None
+
+
+def test_stage1_disabled_writes_a_pointer_to_the_base(tmp_path):
+    from chintox.modeling import resolve_model_ref
+    from tasks.train import run_stage1
+
+    cfg = workspace(tmp_path, **{"train.stage1.enabled": False})
+    out = run_stage1(cfg)
+    assert json.loads((out / BASE_POINTER).read_text())["model"] == str(Path(cfg.paths.models) / "base")
+    assert resolve_model_ref(out) == str(Path(cfg.paths.models) / "base")
+    assert not (out / "config.json").exists()
+
+
+def test_stage1_enabled_trains_and_merges(tmp_path):
+    from tasks.train import run_stage1
+
+    cfg = workspace(tmp_path, **{"train.stage1.enabled": True, "train.stage1.max_samples": 16})
+    out = run_stage1(cfg)
+    assert (out / "model.safetensors").is_file() and (out / "adapter" / "adapter_config.json").is_file()
+    assert not (out / BASE_POINTER).exists()
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["examples"] == 16 and len(info["history"]) == 1
+
+
+def test_missing_upstream_model_is_a_clear_error(tmp_path):
+    from tasks.train import run_stage2
+
+    cfg = workspace(tmp_path, **{"paths.models": str(tmp_path / "nowhere")})
+    with pytest.raises(ModelLoadError, match="model folder not found: .*nowhere/stage1"):
+        run_stage2(cfg)
+
+
+def test_unknown_params_key_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'lora_rank'"):
+        load_config(REPO / "params.yaml", profile="micro", overrides={"train.stage2.lora_rank": 8})
+    bad = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text(encoding="utf-8")
+    bad.write_text(text.replace("    select_metric: f1", "    select_metrc: f1", 1), encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown key train.stage2.'select_metrc'"):
+        load_config(bad, profile="micro")
+    with pytest.raises(ConfigError, match="select_metric"):
+        load_config(REPO / "params.yaml", profile="micro", overrides={"train.stage2.select_metric": "acc"})

@@ -1,0 +1,78 @@
+"""Stage 2 on the micro profile: it really learns, writes the detector contract, and the merged
+model scores like base + adapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from _train_fixtures import workspace
+
+from chintox.modeling import load_model, load_tokenizer
+from chintox.prefix import answer_logits, encode_prompt_parts, encode_texts
+from chintox.prompting import prompt_from_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tasks.train import Stage2Data, load_records, run_stage2, score_texts
+
+    root = tmp_path_factory.mktemp("stage2")
+    cfg = workspace(root)
+    # untrained reference on val: the loss must fall from here
+    tok, model = load_tokenizer(Path(cfg.paths.models) / "stage1"), load_model(Path(cfg.paths.models) / "stage1")
+    val = Stage2Data(tok, prompt_from_config(cfg), load_records(cfg, "toxicn_val"), cfg.train.stage2.max_seq_len)
+    _, loss0 = score_texts(model, val, 64, loss_kind=cfg.train.stage2.loss)
+    out = run_stage2(cfg)
+    return cfg, out, loss0, val
+
+
+def test_stage2_learns_the_marker(trained):
+    cfg, out, loss0, val = trained
+    metrics = json.loads((out / "val_metrics.json").read_text())
+    hist = metrics["history"]
+    assert len(hist) == cfg.train.stage2.epochs
+    majority = max(sum(val.labels), len(val.labels) - sum(val.labels)) / len(val.labels)
+    assert hist[-1]["loss"] < loss0 * 0.9, (loss0, hist)
+    # The micro model (64 hidden, 24 steps) ranks well before its 0.5 cut is calibrated, so the
+    # accuracy checked is the one at the val-tuned threshold the detector ships with.
+    assert metrics["at_threshold"]["accuracy"] >= majority + 0.15, metrics
+    assert metrics["at_0.5"]["auc"] > 0.85, metrics
+
+
+def test_detector_folder_contract(trained):
+    cfg, out, _, _ = trained
+    det = json.loads((out / "detector.json").read_text())
+    for key in ("base_model", "stage1_enabled", "profile", "answer_positive", "answer_negative",
+                "prompt_sha256", "threshold", "threshold_default", "max_seq_len", "val_metrics",
+                "selected_epoch", "config_hash"):
+        assert key in det, key
+    prompt = prompt_from_config(cfg)
+    assert det["prompt_sha256"] == prompt.sha256 and det["answer_positive"] == "是"
+    assert det["stage1_enabled"] is False and det["profile"] == "micro"
+    assert 0.0 < det["threshold"] < 1.0 and det["threshold_default"] == 0.5
+    assert 1 <= det["selected_epoch"] <= cfg.train.stage2.epochs
+    assert (out / "prompt.txt").read_text(encoding="utf-8") == prompt.instruction
+    assert (out / "merged" / "model.safetensors").is_file() and (out / "merged" / "tokenizer.json").is_file()
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert not list(out.parent.glob(".tmp-*"))
+
+
+def test_merged_model_equals_base_plus_adapter(trained):
+    from peft import PeftModel
+
+    cfg, out, _, _ = trained
+    tok = load_tokenizer(out / "merged")
+    merged = load_model(out / "merged").eval()
+    with_adapter = PeftModel.from_pretrained(load_model(Path(cfg.paths.models) / "stage1"), out / "adapter").eval()
+    prefix_ids, suffix = encode_prompt_parts(tok, prompt_from_config(cfg))
+    ids, lengths = encode_texts(tok, ["今天天气很好", "你真是垃圾啊", "我们一起学习"], suffix)
+    with torch.no_grad():
+        a = answer_logits(merged, prefix_ids, ids, lengths)
+        b = answer_logits(with_adapter, prefix_ids, ids, lengths)
+        plain = load_model(Path(cfg.paths.models) / "stage1").eval()
+        c = answer_logits(plain, prefix_ids, ids, lengths)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert (a - c).abs().max() > 1e-2  # the adapter changed something: the comparison is not vacuous
