@@ -144,19 +144,29 @@ def promote(
     reason: Annotated[Optional[str], typer.Option(help="Why, recorded on the version")] = None,
 ) -> None:
     """Move `champion` to the challenger if the gate passes (or --force with a reason)."""
-    from tasks.promote import run_promote
+    from tasks.promote import PromotionError, run_promote
 
     cfg = _cfg(params, profile, set_)
-    _print(run_promote(cfg, version=version, force=force, reason=reason))
+    try:
+        result = run_promote(cfg, version=version, force=force, reason=reason)
+    except PromotionError as e:
+        _fail(e)
+    _print(result)
+    if result.get("decision") == "rejected":
+        typer.secho("gate failed: champion unchanged (use --force --reason to override)", fg="red", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
 def rollback(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
     """Restore the previous champion."""
-    from tasks.promote import run_rollback
+    from tasks.promote import PromotionError, run_rollback
 
     cfg = _cfg(params, profile, set_)
-    _print(run_rollback(cfg))
+    try:
+        _print(run_rollback(cfg))
+    except PromotionError as e:
+        _fail(e)
 
 
 @app.command()
@@ -169,7 +179,7 @@ def detect(
     set_: SetOpt = None,
 ) -> None:
     """Judge texts with the champion detector; prints one JSON object per text."""
-    from tasks.detect import detect_texts
+    from tasks.detect import NoChampionError, detect_texts
 
     cfg = _cfg(params, profile, set_)
     if text is not None:
@@ -178,7 +188,11 @@ def detect(
         texts = file.read_text(encoding="utf-8").splitlines()
     else:
         texts = [line.rstrip("\n") for line in sys.stdin]
-    for row in detect_texts(cfg, texts, model_uri=model_uri):
+    try:
+        rows = list(detect_texts(cfg, texts, model_uri=model_uri))
+    except NoChampionError as e:
+        _fail(e)
+    for row in rows:
         typer.echo(json.dumps(row, ensure_ascii=False))
 
 

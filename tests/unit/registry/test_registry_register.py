@@ -1,0 +1,106 @@
+"""Registration: a version with the detector behind a pyfunc, its tags, alias challenger, retries."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import microdet
+import pytest
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_register_tags_alias_and_pyfunc(reg_cfg):
+    from mlflow import MlflowClient
+
+    from tasks.register import run_register
+
+    r = run_register(reg_cfg)
+    assert r["version"] == "1" and not r["already_registered"]
+    c = MlflowClient()
+    mv = c.get_model_version_by_alias(reg_cfg.mlflow.registered_model, "challenger")
+    assert str(mv.version) == "1"
+    t = mv.tags
+    assert t["profile"] == "micro"
+    assert t["git_commit"] and t["git_commit"] != ""
+    assert float(t["metrics.toxicn_test.tuned.f1"]) == pytest.approx(0.70)
+    assert float(t["metrics.cold_test.tuned.accuracy"]) == pytest.approx(0.65)
+    assert t["eval_sets"] == "cold_test,toxicn_test"
+    assert any(k.startswith(("dvc.", "data.")) for k in t), t
+    assert {k for k in t if k.startswith("eval_data.")} == {"eval_data.cold_test", "eval_data.toxicn_test"}
+    # the pyfunc: raw texts in, label and score out
+    import mlflow.pyfunc
+    import pandas as pd
+
+    m = mlflow.pyfunc.load_model(f"models:/{reg_cfg.mlflow.registered_model}/1")
+    out = m.predict(pd.DataFrame({"text": ["你好", "你是傻子"]}))
+    assert list(out.columns) == ["label", "score"] and len(out) == 2
+    assert all(0.0 <= s <= 1.0 for s in out["score"]) and set(out["label"]) <= {0, 1}
+    # the run holds the evaluation metrics too (the gate's fallback)
+    run = c.get_run(r["run_id"])
+    assert run.data.metrics["toxicn_test.tuned.f1"] == pytest.approx(0.70)
+
+    # same detector + metrics again: no duplicate version
+    again = run_register(reg_cfg)
+    assert again["version"] == "1" and again["already_registered"]
+    # a new detector: new version, challenger moves
+    microdet.retrain(reg_cfg, "second")
+    third = run_register(reg_cfg)
+    assert third["version"] == "2"
+    assert str(c.get_model_version_by_alias(reg_cfg.mlflow.registered_model, "challenger").version) == "2"
+
+
+def test_register_needs_metrics_and_detector(tmp_path, detector_cache):
+    from chintox.pyfunc import DetectorFolderError
+    from tasks.register import RegistrationError, run_register
+
+    cfg = microdet.micro_config(tmp_path)
+    with pytest.raises(DetectorFolderError, match="stage2"):
+        run_register(cfg)
+    microdet.build_micro_detector(cfg, cache=detector_cache)
+    with pytest.raises(RegistrationError, match="evaluate"):
+        run_register(cfg)
+
+
+def test_unreachable_server_clear_error_then_rerun_registers(reg_cfg, monkeypatch):
+    from tasks.register import RegistryUnavailableError, run_register
+
+    port = _closed_port()
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("CHINTOX_MLFLOW_ATTEMPTS", "3")
+    detector = Path(reg_cfg.paths.models) / "stage2"
+    before = sorted(p.relative_to(detector) for p in detector.rglob("*"))
+    t0 = time.time()
+    with pytest.raises(RegistryUnavailableError) as ei:
+        run_register(reg_cfg)
+    msg = str(ei.value)
+    assert uri in msg and "3 attempts" in msg and "re-run" in msg
+    assert time.time() - t0 < 60
+    # the trained detector and the metrics are untouched
+    assert sorted(p.relative_to(detector) for p in detector.rglob("*")) == before
+    assert (Path(reg_cfg.paths.reports) / "metrics.json").is_file()
+    # the store is back (here: the SQLite store of params): the re-run registers, no retraining
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    r = run_register(reg_cfg)
+    assert r["version"] == "1" and r["aliases"] == ["challenger"]
+
+
+def test_connection_error_classification():
+    from mlflow.exceptions import MlflowException
+
+    from tasks.register import is_connection_error
+
+    assert is_connection_error(ConnectionRefusedError("x"))
+    assert is_connection_error(MlflowException("API request to http://x failed with exception "
+                                               "Max retries exceeded with url"))
+    assert not is_connection_error(MlflowException("RESOURCE_DOES_NOT_EXIST: no such model"))
+    assert not is_connection_error(ValueError("bad"))
