@@ -277,7 +277,7 @@ def run_stage1(cfg: Config) -> Path:
             n_examples=len(examples), batch_size=sc.batch_size, grad_accum=sc.grad_accum, epochs=sc.epochs,
             lr=sc.lr, warmup_ratio=sc.warmup_ratio, weight_decay=sc.weight_decay,
             save_every_steps=sc.save_every_steps, seed=cfg.data.seed, loss_fn=loss_fn,
-            log_metrics=_logger(run is not None), desc="stage1")
+            log_metrics=_logger(run is not None), desc="stage1", lengths=[len(x) for x, _ in examples])
         t0 = time.time()
         result = run_loop(pm, spec, ckpts, accelerator)
         load_trainable_state(pm, result["best_state"])
@@ -440,7 +440,8 @@ def run_stage2(cfg: Config) -> Path:
             n_examples=len(train.texts), batch_size=sc.batch_size, grad_accum=sc.grad_accum, epochs=sc.epochs,
             lr=sc.lr, warmup_ratio=sc.warmup_ratio, weight_decay=sc.weight_decay,
             save_every_steps=sc.save_every_steps, seed=cfg.data.seed, loss_fn=loss_fn, evaluate=evaluate,
-            select_metric=sc.select_metric, log_metrics=_logger(run is not None), desc="stage2")
+            select_metric=sc.select_metric, log_metrics=_logger(run is not None), desc="stage2",
+            lengths=[len(t) for t in train.texts])
         t0 = time.time()
         result = run_loop(pm, spec, ckpts, accelerator)
         load_trainable_state(pm, result["best_state"])

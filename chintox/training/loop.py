@@ -58,6 +58,30 @@ class LoopSpec:
     log_metrics: Callable[[dict[str, float], int], None] = lambda m, s: None
     desc: str = "train"
     history: list[dict[str, Any]] = field(default_factory=list)
+    lengths: list[int] | None = None  # per-example size; when given, batches are grouped by length
+
+
+def epoch_order(n: int, seed: int, batch_size: int, lengths: list[int] | None = None,
+                group: int = 50) -> torch.Tensor:
+    """The order of the examples in one epoch, a pure function of ``seed`` (so resume replays it).
+
+    Without ``lengths``: a random permutation. With them: the permutation is cut into chunks of
+    ``group`` batches, each chunk sorted by length, cut into batches, and the full batches shuffled
+    (a partial batch stays last, where the loop drops it). Padding then follows the batch's own
+    texts instead of the longest text of a random batch.
+    """
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=g)
+    if lengths is None:
+        return perm
+    mega = batch_size * group
+    flat: list[int] = []
+    for i in range(0, n, mega):
+        flat += sorted(perm[i: i + mega].tolist(), key=lambda j: -lengths[j])
+    batches = [flat[i: i + batch_size] for i in range(0, n, batch_size)]
+    tail = [batches.pop()] if batches and len(batches[-1]) < batch_size else []
+    order = torch.randperm(len(batches), generator=g).tolist()
+    return torch.tensor([j for b in [batches[k] for k in order] + tail for j in b], dtype=torch.long)
 
 
 def trainable_state(model: Any) -> dict[str, torch.Tensor]:
@@ -146,7 +170,7 @@ def run_loop(model: Any, spec: LoopSpec, ckpts: CheckpointManager, accelerator: 
 
     try:
         while epoch < spec.epochs:
-            perm = torch.randperm(spec.n_examples, generator=torch.Generator().manual_seed(spec.seed + epoch))
+            perm = epoch_order(spec.n_examples, spec.seed + epoch, spec.batch_size, spec.lengths)
             model.train()
             bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"{spec.desc} epoch {epoch + 1}",
                        unit="step", disable=not accelerator.is_main_process)
