@@ -138,7 +138,7 @@ class EvaluateConfig:
     generate_and_parse: bool = False      # also run the study's generate-and-parse mode in evaluate
     val_set: str = "toxicn_val"           # where a threshold is tuned when detector.json has none
     stage2_only_dir: str = "stage2_only"  # Table 1 rows, relative to paths.models
-    stage12_dir: str = "stage2"
+    stage12_dir: str = "stage12"
     base_dir: str = "base"
     table1_backends: list[str] = field(default_factory=lambda: ["vllm", "hf"])
 

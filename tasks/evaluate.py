@@ -201,15 +201,44 @@ def _pct(v: Any) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.2f}"
 
 
+def _row_mismatch(label: str, d: Path) -> str | None:
+    """A detector folder whose own record contradicts the Table 1 row it was put in (a stage-2-only
+    detector in the stage-1+2 row, say) is reported, never scored under the wrong name."""
+    meta = d / "detector.json"
+    if not meta.is_file():
+        return None  # a plain model folder (the zero-shot base)
+    stage1 = json.loads(meta.read_text(encoding="utf-8")).get("stage1_enabled")
+    if "Stage 1+2" in label and stage1 is False:
+        return f"not available: {d} was trained without stage 1 (detector.json stage1_enabled=false)"
+    if "Stage 2 only" in label and stage1 is True:
+        return f"not available: {d} was trained with stage 1 (detector.json stage1_enabled=true)"
+    return None
+
+
+ROW_BASE, ROW_S2, ROW_S12 = "Base, zero-shot", "Stage 2 only (ToxiCN)", "Stage 1+2 (COIG-CQIA & ToxiCN)"
+
+
+def _default_rows(models: Path, ev: Any) -> dict[str, Path]:
+    """Table 1's model rows. The configured detector folders are placed by what each one records
+    (``stage1_enabled`` in detector.json), so the pipeline's own ``models/stage2`` fills the row it
+    really belongs to whichever way stage 1 was set."""
+    rows = {ROW_BASE: models / ev.base_dir, ROW_S2: models / ev.stage2_only_dir,
+            ROW_S12: models / ev.stage12_dir}
+    placed: dict[str, Path] = {}
+    for name in dict.fromkeys([ev.stage2_only_dir, ev.stage12_dir, "stage2"]):
+        meta = models / name / "detector.json"
+        if meta.is_file():
+            row = ROW_S12 if json.loads(meta.read_text(encoding="utf-8")).get("stage1_enabled") else ROW_S2
+            placed.setdefault(row, models / name)
+    rows.update(placed)
+    return rows
+
+
 def table1_rows(cfg: Any, model_dirs: dict[str, Path] | None = None,
                 backends: list[str] | None = None) -> list[dict[str, Any]]:
     models = Path(cfg.paths.models)
     ev = cfg.evaluate
-    model_dirs = model_dirs or {
-        "Base, zero-shot": models / ev.base_dir,
-        "Stage 2 only (ToxiCN)": models / ev.stage2_only_dir,
-        "Stage 1+2 (COIG-CQIA & ToxiCN)": models / ev.stage12_dir,
-    }
+    model_dirs = model_dirs or _default_rows(models, ev)
     backends = backends or list(ev.table1_backends)
     sets = ["toxicn_test", "cold_test"]
     rows: list[dict[str, Any]] = []
@@ -218,6 +247,11 @@ def table1_rows(cfg: Any, model_dirs: dict[str, Path] | None = None,
             row: dict[str, Any] = {"model": label, "backend": be, "dir": str(d)}
             if not Path(d).exists():
                 row["note"] = f"not available: {d} is missing"
+                rows.append(row)
+                continue
+            mismatch = _row_mismatch(label, Path(d))
+            if mismatch:
+                row["note"] = mismatch
                 rows.append(row)
                 continue
             try:

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from testutil import REPO, SHARED, micro_config
 
-from chintox.config import Config, load_config
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = (REPO.parent / "shared" / "datasets").resolve()
+from chintox.config import Config
 
 
 @pytest.fixture(scope="session")
@@ -22,21 +20,6 @@ def shared_datasets() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"the real data sets are expected at {SHARED} (CI has them)")
     return SHARED
-
-
-def micro_config(root: Path, **overrides) -> Config:
-    """The `micro` profile with every output under ``root``; extra dotted overrides allowed."""
-    base = {
-        "data.out_dir": str(root / "data"),
-        "paths.models": str(root / "models"),
-        "paths.reports": str(root / "reports"),
-        "paths.checkpoints": str(root / "checkpoints"),
-        "mlflow.tracking_uri": f"sqlite:///{root / 'mlruns' / 'mlflow.db'}",
-        "mlflow.artifact_root": str(root / "mlruns" / "artifacts"),
-        "model.prompt_file": str(REPO / "prompts" / "toxicity_zh.txt"),
-    }
-    base.update(overrides)
-    return load_config(REPO / "params.yaml", profile="micro", overrides=base)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import micro_config
+from testutil import micro_config
 
 from tasks.split import load_split, run_split
 from tasks.validate import run_validate

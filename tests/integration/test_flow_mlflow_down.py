@@ -10,7 +10,7 @@ from pathlib import Path
 
 import microdet
 import pytest
-from conftest import REPO, base_env, free_port
+from integ_util import REPO, base_env, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import microdet
 import pytest
-from conftest import REPO, VENV_BIN, Proc, base_env, free_port, wait_http
+from integ_util import REPO, VENV_BIN, Proc, base_env, free_port, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

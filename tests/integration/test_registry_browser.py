@@ -9,7 +9,7 @@ from pathlib import Path
 
 import microdet
 import pytest
-from conftest import REPO
+from integ_util import REPO
 
 pytestmark = pytest.mark.integration
 

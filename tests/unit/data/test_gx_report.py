@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import micro_config
 from rawfix import TOXICN_TRAIN, write_raw
+from testutil import micro_config
 
 from tasks.validate import run_validate
 

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import micro_config
 from rawfix import TOXICN_TRAIN, write_raw
+from testutil import micro_config
 
 from tasks.split import SPLITS, load_split, run_split
 from tasks.validate import run_validate

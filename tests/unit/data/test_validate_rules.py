@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import micro_config
 from rawfix import COLD_TEST, TOXICN_TEST, TOXICN_TRAIN, toxicn_obj, write_raw
+from testutil import micro_config
 
 from tasks.ingest import DataError, ingest
 from tasks.textnorm import normalise

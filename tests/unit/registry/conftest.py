@@ -44,26 +44,4 @@ def reg_cfg(tmp_path, detector_cache):
     return cfg
 
 
-def make_version(cfg, metrics=None, sets=("cold_test", "toxicn_test"), eval_data=None, alias="challenger"):
-    """A registry version with the tags run_register writes, without logging a model (fast)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from chintox.tracking import setup
-    from tasks.register import flatten_metrics
-
-    setup(cfg)
-    c = MlflowClient()
-    name = cfg.mlflow.registered_model
-    try:
-        c.create_registered_model(name)
-    except MlflowException:
-        pass
-    flat = flatten_metrics(metrics or microdet.default_metrics())
-    tags = {f"metrics.{k}": repr(v) for k, v in flat.items()}
-    tags["eval_sets"] = ",".join(sorted(sets))
-    tags.update({f"eval_data.{k}": v for k, v in (eval_data or {}).items()})
-    mv = c.create_model_version(name, source="file:///nonexistent/detector", tags=tags)
-    if alias:
-        c.set_registered_model_alias(name, alias, mv.version)
-    return str(mv.version)
+from reg_util import make_version  # noqa: F401

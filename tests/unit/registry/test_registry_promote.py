@@ -9,7 +9,7 @@ from pathlib import Path
 
 import microdet
 import pytest
-from conftest import make_version
+from reg_util import make_version
 
 REPO = Path(__file__).resolve().parents[3]
 

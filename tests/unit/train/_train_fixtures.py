@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[3]
 if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import micro_config
+from testutil import micro_config
 
 POOL = list("今天我们你他她这那天气很好吃饭学习工作朋友城市生活电影音乐喜欢觉得时间地方问题看说想知道")
 MARKER = "垃圾"

@@ -1,0 +1,80 @@
+"""Helpers (imported by name) for the integration tests of the registry, the MLflow server, the browser and Prefect."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "tests" / "unit" / "registry"))
+
+import microdet  # noqa: F401 (re-exported for the fixtures)
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status < 500:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
+    raise TimeoutError(f"{url} not up after {timeout:.0f} s:\n{tail}")
+
+
+class Proc:
+    """A background command in its own process group, logged to a file, stopped by its id."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str], cwd: Path = REPO):
+        self.log = log
+        self._fh = log.open("w")
+        self.p = subprocess.Popen(args, cwd=cwd, env=env, stdout=self._fh, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            try:
+                os.killpg(self.p.pid, signal.SIGTERM)  # the group this test started, by its id
+                self.p.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self._fh.close()
+
+
+def base_env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PATH": f"{VENV_BIN}:{env.get('PATH', '')}",
+        "PYTHONPATH": str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
+        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+        "DO_NOT_TRACK": "1", "MLFLOW_ENABLE_UV_AUTO_DETECT": "false",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+        "CHINTOX_MLFLOW_BACKOFF_S": "0.5",
+    })
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("CHINTOX_PARENT_RUN_ID", None)
+    return env

@@ -1,0 +1,29 @@
+"""Helpers shared by the test suites (imported by name: ``from testutil import micro_config``).
+
+They live here, not in ``conftest.py``: several folders have a conftest, and ``from conftest import``
+would pick whichever was imported first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chintox.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = (REPO.parent / "shared" / "datasets").resolve()
+
+
+def micro_config(root: Path, **overrides) -> Config:
+    """The `micro` profile with every output under ``root``; extra dotted overrides allowed."""
+    base = {
+        "data.out_dir": str(root / "data"),
+        "paths.models": str(root / "models"),
+        "paths.reports": str(root / "reports"),
+        "paths.checkpoints": str(root / "checkpoints"),
+        "mlflow.tracking_uri": f"sqlite:///{root / 'mlruns' / 'mlflow.db'}",
+        "mlflow.artifact_root": str(root / "mlruns" / "artifacts"),
+        "model.prompt_file": str(REPO / "prompts" / "toxicity_zh.txt"),
+    }
+    base.update(overrides)
+    return load_config(REPO / "params.yaml", profile="micro", overrides=base)
