@@ -25,3 +25,11 @@ def shared_datasets() -> Path:
 @pytest.fixture
 def micro_cfg(tmp_path: Path) -> Config:
     return micro_config(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test inherits a tracking server or a parent run from the shell or from an earlier test:
+    ``MLFLOW_TRACKING_URI`` wins over params, so one leak sends later tests' runs elsewhere."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("CHINTOX_PARENT_RUN_ID", raising=False)

@@ -17,22 +17,19 @@ from chintox.config import Config
 REPO = Path(__file__).resolve().parents[3]
 
 
-def _root_conftest():
-    """tests/conftest.py (the lead's), loaded under its own name so it cannot clash with ours."""
-    import importlib.util
+def _testutil():
+    """tests/testutil.py, importable from subprocesses too (they do not run pytest's path set-up)."""
     import sys
 
-    name = "chintox_tests_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "conftest.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    if str(REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests"))
+    import testutil
+
+    return testutil
 
 
 def micro_config(root: Path, **overrides) -> Config:
-    return _root_conftest().micro_config(root, **overrides)
+    return _testutil().micro_config(root, **overrides)
 
 TEXTS = [
     "你好，今天天气很好。", "这个人真是个傻子，滚出去。", "我们一起去吃饭吧。", "地域黑真恶心，别再说了。",
