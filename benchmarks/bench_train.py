@@ -131,9 +131,10 @@ def main() -> None:
     result["seconds"]["total_train"] = round(time.time() - t_all, 1)
 
     # Quick test check on ToxiCN's published test set (read only now, after training).
+    from chintox.metrics import binary_metrics
     from chintox.modeling import load_model, load_tokenizer
     from chintox.prompting import prompt_from_config
-    from tasks.train import Stage2Data, binary_metrics, score_texts
+    from tasks.train import Stage2Data, score_texts
 
     det_dir = Path(cfg.paths.models) / "stage2"
     detector = json.loads((det_dir / "detector.json").read_text())

@@ -14,6 +14,16 @@ from typing import Any
 import numpy as np
 
 
+def _save(fig, path: Path) -> Path:
+    """Lay out, write as PNG and close a figure; returns its path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _curves(y: np.ndarray, s: np.ndarray) -> dict[str, np.ndarray]:
     from sklearn.metrics import precision_recall_curve, roc_curve
 
@@ -69,10 +79,7 @@ def write_plots(set_name: str, y_true: Any, scores: Any, threshold: float, out_d
     ax.set(xlabel="False positive rate", ylabel="True positive rate", title=f"ROC: {tag}",
            xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    paths["roc"] = d / "roc.png"
-    fig.savefig(paths["roc"], dpi=100)
-    plt.close(fig)
+    paths["roc"] = _save(fig, d / "roc.png")
 
     # Precision-recall
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -82,10 +89,7 @@ def write_plots(set_name: str, y_true: Any, scores: Any, threshold: float, out_d
     ax.set(xlabel="Recall (toxic)", ylabel="Precision (toxic)", title=f"Precision-recall: {tag}",
            xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(loc="lower left")
-    fig.tight_layout()
-    paths["pr"] = d / "pr.png"
-    fig.savefig(paths["pr"], dpi=100)
-    plt.close(fig)
+    paths["pr"] = _save(fig, d / "pr.png")
 
     # Confusion matrix at the threshold
     pred = (s >= threshold).astype(int)
@@ -100,10 +104,7 @@ def write_plots(set_name: str, y_true: Any, scores: Any, threshold: float, out_d
     ax.set_xticks([0, 1], ["non-toxic", "toxic"])
     ax.set_yticks([0, 1], ["non-toxic", "toxic"])
     ax.set(xlabel="Predicted", ylabel="Actual", title=f"Confusion @ {threshold:.3f}: {set_name}")
-    fig.tight_layout()
-    paths["confusion"] = d / "confusion.png"
-    fig.savefig(paths["confusion"], dpi=100)
-    plt.close(fig)
+    paths["confusion"] = _save(fig, d / "confusion.png")
 
     # Score histogram by true class
     bins = np.linspace(0, 1, 41)
@@ -117,8 +118,5 @@ def write_plots(set_name: str, y_true: Any, scores: Any, threshold: float, out_d
     ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.3f}")
     ax.set(xlabel="score = p(yes) / (p(yes) + p(no))", ylabel="texts", title=f"Scores: {tag}", xlim=(0, 1))
     ax.legend()
-    fig.tight_layout()
-    paths["hist"] = d / "hist.png"
-    fig.savefig(paths["hist"], dpi=100)
-    plt.close(fig)
+    paths["hist"] = _save(fig, d / "hist.png")
     return paths

@@ -37,6 +37,26 @@ def encode_prompt_parts(tokenizer: Any, prompt: Prompt) -> tuple[list[int], str]
     return list(prefix_ids), suffix_str
 
 
+def text_rows(tokenizer: Any, texts: list[str], suffix_ids: list[int],
+              text_budget: int | None = None) -> tuple[list[list[int]], list[int]]:
+    """The truncation policy, for training and every scoring backend: per text, its ids (leading
+    newlines stripped: after the prompt's final newline they would merge with it under byte-level
+    BPE) cut from the end to ``text_budget`` tokens, then the suffix ids kept whole; and the number
+    of tokens cut from each text."""
+    cleaned = [t.lstrip("\r\n") for t in texts]
+    enc = tokenizer(cleaned, add_special_tokens=False)["input_ids"] if texts else []
+    rows: list[list[int]] = []
+    cut: list[int] = []
+    for ids in enc:
+        n = 0
+        if text_budget is not None and len(ids) > text_budget:
+            keep = max(0, text_budget)
+            n, ids = len(ids) - keep, ids[:keep]
+        rows.append(list(ids) + list(suffix_ids))
+        cut.append(n)
+    return rows, cut
+
+
 def encode_texts(
     tokenizer: Any,
     texts: list[str],
@@ -49,13 +69,8 @@ def encode_texts(
     the suffix template whole, so the answer position is always the assistant turn's first token.
     """
     suffix_ids = tokenizer.encode(suffix, add_special_tokens=False)
-    rows: list[list[int]] = []
-    for t in texts:
-        ids = tokenizer.encode(t.lstrip("\r\n"), add_special_tokens=False)
-        if max_suffix_len is not None:
-            room = max(0, max_suffix_len - len(suffix_ids))
-            ids = ids[:room]
-        rows.append(ids + suffix_ids)
+    budget = None if max_suffix_len is None else max(0, max_suffix_len - len(suffix_ids))
+    rows, _ = text_rows(tokenizer, texts, suffix_ids, budget)
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
     width = int(lengths.max()) if rows else 0
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

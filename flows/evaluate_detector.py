@@ -4,25 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
+from prefect.cache_policies import NO_CACHE
 
 from flows._common import artifact, load_cfg, metrics_markdown, parent_run, run_link
+from flows.train_detector import evaluate_task as _cached_evaluate_task
+from flows.train_detector import register_task
 
-
-@task(name="evaluate", retries=1, retry_delay_seconds=10)
-def evaluate_task(params: str, profile: str | None, overrides: dict | None,
-                  model_dir: str | None = None, backend: str | None = None) -> dict:
-    from tasks.evaluate import run_evaluate
-
-    return run_evaluate(load_cfg(params, profile, overrides), model_dir=model_dir, backend=backend)
-
-
-@task(name="register", retries=2, retry_delay_seconds=[10, 30])
-def register_task(params: str, profile: str | None, overrides: dict | None,
-                  model_dir: str | None = None) -> dict:
-    from tasks.register import run_register
-
-    return run_register(load_cfg(params, profile, overrides), model_dir=model_dir)
+# The same task as in train-detector, without its input cache: evaluating on demand always scores.
+evaluate_task = _cached_evaluate_task.with_options(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
 
 
 @flow(name="evaluate-detector", log_prints=True)
@@ -41,7 +31,7 @@ def evaluate_detector(
     cfg = load_cfg(params, profile, overrides)
     a = (params, cfg.profile, overrides)
     with parent_run(cfg, "evaluate-detector") as parent:
-        metrics = evaluate_task(*a, model_dir=model_dir, backend=backend) if evaluate else None
+        metrics = evaluate_task(*a, token="", model_dir=model_dir, backend=backend) if evaluate else None
         registered = register_task(*a, model_dir=model_dir) if register_model else None
         if metrics is None and registered is not None:
             metrics = registered.get("metrics")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from chintox.config import Config, StageConfig
+from chintox.metrics import binary_metrics, tune_threshold
 from chintox.modeling import BASE_POINTER, ModelLoadError, load_model, load_tokenizer, resolve_model_ref
 
 log = logging.getLogger("chintox.train")
@@ -299,29 +300,6 @@ def run_stage1(cfg: Config) -> Path:
 # ----------------------------------------------------------------------------- stage 2
 
 
-def binary_metrics(labels: list[int], scores: list[float], threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, precision, recall, F1 (positive = toxic) at ``threshold``, and ROC AUC."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
-
-    pred = [int(s >= threshold) for s in scores]
-    p, r, f, _ = precision_recall_fscore_support(labels, pred, average="binary", zero_division=0)
-    out = {"accuracy": float(accuracy_score(labels, pred)), "precision": float(p), "recall": float(r),
-           "f1": float(f)}
-    out["auc"] = float(roc_auc_score(labels, scores)) if len(set(labels)) > 1 else float("nan")
-    return out
-
-
-def best_f1_threshold(labels: list[int], scores: list[float]) -> float:
-    """The threshold maximising F1 on (validation) scores: the midpoint below the best cut."""
-    from sklearn.metrics import precision_recall_curve
-
-    prec, rec, thr = precision_recall_curve(labels, scores)
-    f1 = [(2 * p * r / (p + r)) if (p + r) > 0 else 0.0 for p, r in zip(prec[:-1], rec[:-1])]
-    if not f1:
-        return 0.5
-    return float(thr[max(range(len(f1)), key=f1.__getitem__)])
-
-
 class Stage2Data:
     """Tokenised ToxiCN records for the shared-prefix forward: text+suffix ids, labels."""
 
@@ -448,7 +426,7 @@ def run_stage2(cfg: Config) -> Path:
         if not accelerator.is_main_process:
             return out
         scores, vloss = score_texts(pm, val, max(sc.batch_size, 32), desc="stage2 threshold", loss_kind=sc.loss)
-        threshold = best_f1_threshold(val.labels, scores)
+        threshold = tune_threshold(val.labels, scores, "f1")
         val_metrics = {**binary_metrics(val.labels, scores), "loss": vloss}
         val_tuned = binary_metrics(val.labels, scores, threshold)
         tmp = _atomic_dir(out)
@@ -481,4 +459,4 @@ def run_stage2(cfg: Config) -> Path:
     return out
 
 
-__all__ = ["ModelLoadError", "best_f1_threshold", "binary_metrics", "run_stage1", "run_stage2", "score_texts"]
+__all__ = ["ModelLoadError", "run_stage1", "run_stage2", "score_texts"]

@@ -14,9 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO.parent / "shared" / "datasets").resolve()
 
 
-def micro_config(root: Path, **overrides) -> Config:
-    """The `micro` profile with every output under ``root``; extra dotted overrides allowed."""
-    base = {
+def micro_overrides(root: Path) -> dict[str, str]:
+    """Dotted overrides that put every output of a run (data, models, reports, checkpoints, the
+    MLflow store) under ``root``; also what the Prefect deployment test passes to a flow."""
+    return {
         "data.out_dir": str(root / "data"),
         "paths.models": str(root / "models"),
         "paths.reports": str(root / "reports"),
@@ -25,5 +26,8 @@ def micro_config(root: Path, **overrides) -> Config:
         "mlflow.artifact_root": str(root / "mlruns" / "artifacts"),
         "model.prompt_file": str(REPO / "prompts" / "toxicity_zh.txt"),
     }
-    base.update(overrides)
-    return load_config(REPO / "params.yaml", profile="micro", overrides=base)
+
+
+def micro_config(root: Path, **overrides) -> Config:
+    """The `micro` profile with every output under ``root``; extra dotted overrides allowed."""
+    return load_config(REPO / "params.yaml", profile="micro", overrides={**micro_overrides(root), **overrides})

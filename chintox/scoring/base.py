@@ -25,7 +25,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from chintox.prompting import Prompt, PromptError, split_prefix
+from chintox.prefix import encode_prompt_parts, text_rows
+from chintox.prompting import Prompt, PromptError
 
 
 @dataclass
@@ -62,22 +63,12 @@ class PromptEncoder:
                reserve: int | None = None) -> list[list[int]]:
         """Per text: the ids after the shared prefix (text ids + suffix ids)."""
         budget = self.text_budget + self.reserve - (self.reserve if reserve is None else int(reserve))
-        # Leading newlines are stripped as in training (chintox.prefix.encode_texts): they would merge
-        # with the prefix's final newline under byte-level BPE and carry no meaning for the task.
-        cleaned = [t.lstrip("\r\n") for t in texts]
-        enc = self.tokenizer(cleaned, add_special_tokens=False)["input_ids"] if texts else []
-        rows = []
-        for text, ids in zip(texts, enc):
-            if stats is not None:
-                stats.n += 1
-                if not text or not text.strip():
-                    stats.empty += 1
-            if len(ids) > budget:
-                if stats is not None:
-                    stats.truncated += 1
-                    stats.tokens_cut += len(ids) - budget
-                ids = ids[:budget]
-            rows.append(list(ids) + self.suffix_ids)
+        rows, cut = text_rows(self.tokenizer, texts, self.suffix_ids, budget)
+        if stats is not None:
+            stats.n += len(texts)
+            stats.empty += sum(1 for t in texts if not t or not t.strip())
+            stats.truncated += sum(1 for n in cut if n)
+            stats.tokens_cut += sum(cut)
         return rows
 
     def full_ids(self, rows: list[list[int]]) -> list[list[int]]:
@@ -85,18 +76,9 @@ class PromptEncoder:
 
 
 def encode_prompt_ids(tokenizer: Any, prompt: Prompt) -> tuple[list[int], list[int]]:
-    """(prefix ids, suffix ids) around the text, via :mod:`chintox.prefix` when it is there."""
-    try:
-        from chintox.prefix import encode_prompt_parts
-    except ImportError:  # pragma: no cover - chintox.prefix is part of the training step
-        encode_prompt_parts = None
-    if encode_prompt_parts is not None:
-        prefix_ids, suffix = encode_prompt_parts(tokenizer, prompt)
-        suffix_ids = suffix if isinstance(suffix, list) else tokenizer.encode(suffix, add_special_tokens=False)
-        return list(prefix_ids), list(suffix_ids)
-    before, after = split_prefix(tokenizer, prompt)
-    return (tokenizer.encode(before, add_special_tokens=False),
-            tokenizer.encode(after, add_special_tokens=False))
+    """(prefix ids, suffix ids) around the text, as training encodes them (:mod:`chintox.prefix`)."""
+    prefix_ids, suffix = encode_prompt_parts(tokenizer, prompt)
+    return list(prefix_ids), tokenizer.encode(suffix, add_special_tokens=False)
 
 
 def parse_answer(output: str, prompt: Prompt) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import microdet
 import pytest
 from integ_util import REPO, VENV_BIN, Proc, base_env, free_port, wait_http
+from testutil import micro_overrides
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -120,15 +121,7 @@ def prefect_stack(tmp_path):
 
 
 def _overrides(root: Path) -> dict:
-    return {
-        "data.out_dir": str(root / "data"),
-        "paths.models": str(root / "models"),
-        "paths.reports": str(root / "reports"),
-        "paths.checkpoints": str(root / "checkpoints"),
-        "mlflow.tracking_uri": f"sqlite:///{root / 'mlruns' / 'mlflow.db'}",
-        "mlflow.artifact_root": str(root / "mlruns" / "artifacts"),
-        "model.prompt_file": str(REPO / "prompts" / "toxicity_zh.txt"),
-    }
+    return micro_overrides(root)
 
 
 def _assert_completed(stack: PrefectStack, run: dict) -> None:

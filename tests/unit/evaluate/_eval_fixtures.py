@@ -6,24 +6,14 @@ import json
 import random
 from pathlib import Path
 
-from chintox.config import load_config
+from testutil import micro_config
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def micro_cfg_at(root: Path, **overrides):
-    """The `micro` profile with every output under ``root`` (as tests/conftest.py micro_config)."""
-    base = {
-        "data.out_dir": str(root / "data"),
-        "paths.models": str(root / "models"),
-        "paths.reports": str(root / "reports"),
-        "paths.checkpoints": str(root / "checkpoints"),
-        "mlflow.tracking_uri": f"sqlite:///{root / 'mlruns' / 'mlflow.db'}",
-        "mlflow.artifact_root": str(root / "mlruns" / "artifacts"),
-        "model.prompt_file": str(REPO / "prompts" / "toxicity_zh.txt"),
-    }
-    base.update(overrides)
-    return load_config(REPO / "params.yaml", profile="micro", overrides=base)
+    """The `micro` profile with every output under ``root``."""
+    return micro_config(root, **overrides)
 
 
 TOXIC = ["你这个废物真恶心，滚出去", "这些人都是垃圾，活该被骂", "地域黑就是脑子有病，全家都蠢",
