@@ -11,8 +11,9 @@ Paths compared (samples/s exclude start-up; start-up reported separately):
 ``reset_prefix_cache()`` is called before every timed vLLM repeat, so cached blocks never carry over.
 ``--full`` then times the whole ToxiCN test + COLD test evaluation (7,734 texts) with the default path,
 start-up included (fresh engine). Without ``--model-dir`` a random-weight model of the ``tiny`` profile
-is built (tokenizer trained on ToxiCN + COLD train texts + 50 copies of the prompt, as
-tasks/base_model.py does: the prompt is then ~82 tokens; ``--prompt-copies 0`` gives a longer one);
+is built (tokenizer trained on ToxiCN + COLD train texts as tasks/base_model.py does, with
+``model.tiny.tokenizer_prompt_copies`` copies of the instruction: 0 by default, a ~200-token prompt like
+the study's with Qwen's tokenizer; ``--prompt-copies 50`` lets BPE memorise it, ~80 tokens);
 speed does not depend on the weights. A random LoRA adapter (r=16, all projections) is made for the LoRA
 comparison and merged for the merged-weights path. Results: printed and written as JSON (--out).
 """
@@ -55,21 +56,17 @@ def training_corpus(max_chars: int) -> list[str]:
     return out
 
 
-def build_models(cfg, root: Path, prompt_copies: int = 50) -> tuple[Path, Path, Path]:
+def build_models(cfg, root: Path) -> tuple[Path, Path, Path]:
     """(base dir, LoRA adapter dir, merged dir) with random weights, tiny-profile shapes."""
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from chintox.prompting import prompt_from_config
-    from tasks.base_model import build_tiny_model, train_tokenizer
+    from tasks.base_model import build_tiny_model, tiny_tokenizer
 
     base, adapter, merged = root / "base", root / "adapter", root / "merged"
     if (merged / "config.json").is_file():
         return base, adapter, merged
-    prompt = prompt_from_config(cfg)
-    corpus = training_corpus(cfg.model.tiny.tokenizer_max_chars)
-    tok = train_tokenizer(corpus + [prompt.instruction] * prompt_copies, cfg.model.tiny.vocab_size,
-                          must_be_single=[prompt.answer_positive, prompt.answer_negative])
+    tok = tiny_tokenizer(cfg, training_corpus(cfg.model.tiny.tokenizer_max_chars))
     model = build_tiny_model(cfg.model.tiny, tok, seed=0)
     model.save_pretrained(base)
     tok.save_pretrained(base)
@@ -109,9 +106,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--full", action="store_true", help="also time ToxiCN test + COLD test end to end")
     ap.add_argument("--skip-lora", action="store_true")
-    ap.add_argument("--prompt-copies", type=int, default=50,
-                    help="copies of the instruction in the tokenizer corpus (tasks/base_model.py uses 50, "
-                         "which makes the prompt ~82 tokens; 0 gives a longer, ~300-token prompt)")
+    ap.add_argument("--prompt-copies", type=int, default=None,
+                    help="copies of the instruction in the tokenizer corpus (default: params.yaml "
+                         "model.tiny.tokenizer_prompt_copies = 0, a ~200-token prompt like the study's; "
+                         "50 lets BPE memorise the prompt, ~80 tokens)")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench_eval.json")
     args = ap.parse_args()
 
@@ -123,8 +121,10 @@ def main() -> None:
     from chintox.scoring.hf import HFScorer
     from chintox.scoring.vllm_backend import VLLMScorer
 
-    cfg = load_config(REPO / "params.yaml", profile="tiny",
-                      overrides={"model.prompt_file": str(REPO / "prompts" / "toxicity_zh.txt")})
+    overrides = {"model.prompt_file": str(REPO / "prompts" / "toxicity_zh.txt")}
+    if args.prompt_copies is not None:
+        overrides["model.tiny.tokenizer_prompt_copies"] = args.prompt_copies
+    cfg = load_config(REPO / "params.yaml", profile="tiny", overrides=overrides)
     ev = cfg.evaluate
     prompt = prompt_from_config(cfg)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -132,7 +132,8 @@ def main() -> None:
         merged, adapter, base = args.model_dir, args.adapter, args.model_dir
     else:
         t = time.perf_counter()
-        base, adapter, merged = build_models(cfg, args.work, args.prompt_copies)
+        work = args.work / f"prompt_copies_{cfg.model.tiny.tokenizer_prompt_copies}"
+        base, adapter, merged = build_models(cfg, work)
         print(f"built random tiny model + adapter in {time.perf_counter() - t:.0f}s under {args.work}")
     toxicn, cold = load_eval_texts()
     texts = (toxicn + cold)[:: max(1, (len(toxicn) + len(cold)) // args.n)][: args.n]

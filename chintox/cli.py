@@ -96,6 +96,15 @@ def stage2(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, 
     _print({"detector": str(run_stage2(cfg))})
 
 
+@app.command("table1-arm")
+def table1_arm(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """Table 1's other detector: stages 1 and 2 again with train.stage1.enabled flipped."""
+    from tasks.train import run_table1_arm
+
+    cfg = _cfg(params, profile, set_)
+    _print({"detector": str(run_table1_arm(cfg))})
+
+
 @app.command()
 def evaluate(
     params: ParamsOpt = Path("params.yaml"),

@@ -62,6 +62,7 @@ class TinyModelConfig:
     intermediate_size: int
     max_position_embeddings: int
     tokenizer_max_chars: int
+    tokenizer_prompt_copies: int
     pretrain_steps: int
     pretrain_batch_size: int
     pretrain_seq_len: int
@@ -137,9 +138,9 @@ class EvaluateConfig:
     generate_max_new_tokens: int = 4      # generate-and-parse mode: tokens generated per text
     generate_and_parse: bool = False      # also run the study's generate-and-parse mode in evaluate
     val_set: str = "toxicn_val"           # where a threshold is tuned when detector.json has none
-    stage2_only_dir: str = "stage2_only"  # Table 1 rows, relative to paths.models
-    stage12_dir: str = "stage12"
-    base_dir: str = "base"
+    base_dir: str = "base"                # Table 1's zero-shot row, relative to paths.models
+    # Table 1's detector rows, relative to paths.models, each placed by its own detector.json
+    table1_detectors: list[str] = field(default_factory=lambda: ["stage2", "table1_arm/stage2"])
     table1_backends: list[str] = field(default_factory=lambda: ["vllm", "hf"])
 
 

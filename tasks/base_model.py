@@ -157,6 +157,15 @@ def _capped(texts: list[str], max_chars: int, seed: int) -> list[str]:
     return out
 
 
+def tiny_tokenizer(cfg: Config, corpus: list[str]) -> Any:
+    """The tiny profile's tokenizer: BPE on ``corpus`` plus ``model.tiny.tokenizer_prompt_copies``
+    copies of the instruction (0 by default, so the prompt keeps a study-like token length)."""
+    prompt = prompt_from_config(cfg)
+    copies = cfg.model.tiny.tokenizer_prompt_copies
+    return train_tokenizer(corpus + [prompt.instruction] * copies, cfg.model.tiny.vocab_size,
+                           must_be_single=[prompt.answer_positive, prompt.answer_negative])
+
+
 def build_tiny_base(cfg: Config, texts: list[str], out_dir: Path) -> dict[str, Any]:
     """Train the tokenizer, build (and optionally pre-train) the tiny model, save it to ``out_dir``."""
     import torch
@@ -165,9 +174,7 @@ def build_tiny_base(cfg: Config, texts: list[str], out_dir: Path) -> dict[str, A
     prompt = prompt_from_config(cfg)
     tcfg = cfg.model.tiny
     corpus = _capped(texts, tcfg.tokenizer_max_chars, cfg.data.seed)
-    # The fixed instruction is part of every training example, so the tokenizer sees it too.
-    tokenizer = train_tokenizer(corpus + [prompt.instruction] * 50, tcfg.vocab_size,
-                                must_be_single=[prompt.answer_positive, prompt.answer_negative])
+    tokenizer = tiny_tokenizer(cfg, corpus)
     answer_ids = answer_token_ids(tokenizer, prompt)
     model = build_tiny_model(tcfg, tokenizer, seed=cfg.data.seed)
     losses = pretrain(model, tokenizer, corpus, tcfg, pick_device(cfg.train.device), seed=cfg.data.seed)
@@ -179,6 +186,7 @@ def build_tiny_base(cfg: Config, texts: list[str], out_dir: Path) -> dict[str, A
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
         "prompt_tokens": len(tokenizer.encode(prompt.instruction, add_special_tokens=False)),
+        "tokenizer_prompt_copies": tcfg.tokenizer_prompt_copies,
         "answer_token_ids": list(answer_ids),
         "tokenizer_chars": sum(len(t) for t in corpus),
         "pretrain_steps": tcfg.pretrain_steps,

@@ -218,14 +218,13 @@ def _row_mismatch(label: str, d: Path) -> str | None:
 ROW_BASE, ROW_S2, ROW_S12 = "Base, zero-shot", "Stage 2 only (ToxiCN)", "Stage 1+2 (COIG-CQIA & ToxiCN)"
 
 
-def _default_rows(models: Path, ev: Any) -> dict[str, Path]:
-    """Table 1's model rows. The configured detector folders are placed by what each one records
-    (``stage1_enabled`` in detector.json), so the pipeline's own ``models/stage2`` fills the row it
-    really belongs to whichever way stage 1 was set."""
-    rows = {ROW_BASE: models / ev.base_dir, ROW_S2: models / ev.stage2_only_dir,
-            ROW_S12: models / ev.stage12_dir}
+def _default_rows(models: Path, ev: Any) -> dict[str, Path | None]:
+    """Table 1's model rows. The configured detector folders (``evaluate.table1_detectors``: the
+    pipeline's ``stage2`` and the ``table1_arm`` step's detector, trained with stage 1 flipped) are
+    placed by what each one records (``stage1_enabled`` in detector.json), never by folder name."""
+    rows: dict[str, Path | None] = {ROW_BASE: models / ev.base_dir, ROW_S2: None, ROW_S12: None}
     placed: dict[str, Path] = {}
-    for name in dict.fromkeys([ev.stage2_only_dir, ev.stage12_dir, "stage2"]):
+    for name in ev.table1_detectors:
         meta = models / name / "detector.json"
         if meta.is_file():
             row = ROW_S12 if json.loads(meta.read_text(encoding="utf-8")).get("stage1_enabled") else ROW_S2
@@ -234,7 +233,7 @@ def _default_rows(models: Path, ev: Any) -> dict[str, Path]:
     return rows
 
 
-def table1_rows(cfg: Any, model_dirs: dict[str, Path] | None = None,
+def table1_rows(cfg: Any, model_dirs: dict[str, Path | None] | None = None,
                 backends: list[str] | None = None) -> list[dict[str, Any]]:
     models = Path(cfg.paths.models)
     ev = cfg.evaluate
@@ -244,7 +243,13 @@ def table1_rows(cfg: Any, model_dirs: dict[str, Path] | None = None,
     rows: list[dict[str, Any]] = []
     for label, d in model_dirs.items():
         for be in backends:
-            row: dict[str, Any] = {"model": label, "backend": be, "dir": str(d)}
+            row: dict[str, Any] = {"model": label, "backend": be, "dir": str(d) if d else None}
+            if d is None:
+                where = ", ".join(str(models / n) for n in ev.table1_detectors)
+                row["note"] = (f"not available: no detector for this row among {where} "
+                               "(run `dvc repro table1_arm`, or `chintox table1-arm`)")
+                rows.append(row)
+                continue
             if not Path(d).exists():
                 row["note"] = f"not available: {d} is missing"
                 rows.append(row)

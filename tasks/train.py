@@ -218,16 +218,17 @@ def _stage1_example(tokenizer: Any, messages: list[dict], max_len: int) -> tuple
     return ids, labels
 
 
-def run_stage1(cfg: Config) -> Path:
+def run_stage1(cfg: Config, out: Path | None = None, run_name: str = "stage1") -> Path:
     """The `stage1` step: LoRA SFT on the stage-1 chat records, merged into the base.
 
-    Output ``<paths.models>/stage1``: the merged HF folder (+ ``adapter/``), or, when
-    ``train.stage1.enabled`` is false, only a ``base_model.json`` pointer to the base.
+    Output ``out`` (default ``<paths.models>/stage1``): the merged HF folder (+ ``adapter/``), or,
+    when ``train.stage1.enabled`` is false, only a ``base_model.json`` pointer to the base.
+    Checkpoints go to ``<paths.checkpoints>/<run_name>``.
     """
     _setup_logging()
     sc = cfg.train.stage1
     base_dir = Path(cfg.paths.models) / "base"
-    out = Path(cfg.paths.models) / "stage1"
+    out = Path(out) if out else Path(cfg.paths.models) / "stage1"
     base_ref = resolve_model_ref(base_dir)  # clear error when the base step has not run
     if not sc.enabled:
         tmp = _atomic_dir(out)
@@ -255,7 +256,7 @@ def run_stage1(cfg: Config) -> Path:
         raise ValueError("no stage-1 example keeps an assistant token within max_seq_len")
     pm = _peft_model(model, sc)
     chash = config_hash(cfg, "stage1", base_ref, [_split_file(cfg, "stage1")])
-    ckpts = CheckpointManager(Path(cfg.paths.checkpoints) / "stage1", sc.keep_checkpoints, chash)
+    ckpts = CheckpointManager(Path(cfg.paths.checkpoints) / run_name, sc.keep_checkpoints, chash)
     pad = tok.pad_token_id
     dev = accelerator.device
 
@@ -270,7 +271,7 @@ def run_stage1(cfg: Config) -> Path:
         out = m(input_ids=ids.to(dev), attention_mask=att.to(dev), labels=lab.to(dev))
         return out.loss, int(att.sum())
 
-    with stage_run(cfg, "stage1", tags={"config_hash": chash}) as run:
+    with stage_run(cfg, run_name, tags={"config_hash": chash}) as run:
         import mlflow
 
         mlflow.log_params(_mlflow_params(cfg, "stage1", {"examples": len(examples), "config_hash": chash}))
@@ -365,11 +366,15 @@ def score_texts(model: Any, data: Stage2Data, batch_size: int, desc: str = "scor
     return scores, loss_sum / max(1, len(data.texts))
 
 
-def run_stage2(cfg: Config) -> Path:
-    """The `stage2` step: a fresh LoRA on ToxiCN train; the detector folder ``<paths.models>/stage2``.
+def run_stage2(cfg: Config, stage1_dir: Path | None = None, out: Path | None = None,
+               run_name: str = "stage2") -> Path:
+    """The `stage2` step: a fresh LoRA on ToxiCN train over ``stage1_dir`` (default
+    ``<paths.models>/stage1``); the detector folder ``out`` (default ``<paths.models>/stage2``).
 
     Folder contract: ``merged/`` (HF model + tokenizer, safetensors), ``adapter/`` (peft, relative
-    to the stage-1 model), ``prompt.txt``, ``detector.json`` and ``val_metrics.json``.
+    to the stage-1 model), ``prompt.txt``, ``detector.json`` and ``val_metrics.json``. Checkpoints go
+    to ``<paths.checkpoints>/<run_name>``; only the pipeline's own detector (the default ``out``)
+    writes the DVC metric ``<paths.reports>/stage2_val_metrics.json``.
     """
     _setup_logging()
     import torch
@@ -381,8 +386,9 @@ def run_stage2(cfg: Config) -> Path:
     from chintox.training.loop import LoopSpec, load_trainable_state, run_loop
 
     sc = cfg.train.stage2
-    stage1_dir = Path(cfg.paths.models) / "stage1"
-    out = Path(cfg.paths.models) / "stage2"
+    stage1_dir = Path(stage1_dir) if stage1_dir else Path(cfg.paths.models) / "stage1"
+    own = out is None
+    out = Path(out) if out else Path(cfg.paths.models) / "stage2"
     upstream = resolve_model_ref(stage1_dir)
     stage1_enabled = not (stage1_dir / BASE_POINTER).is_file()
     accelerator = _accelerator(cfg)
@@ -396,7 +402,7 @@ def run_stage2(cfg: Config) -> Path:
     pm = _peft_model(model, sc)
     chash = config_hash(cfg, "stage2", upstream,
                         [_split_file(cfg, "toxicn_train"), _split_file(cfg, "toxicn_val")])
-    ckpts = CheckpointManager(Path(cfg.paths.checkpoints) / "stage2", sc.keep_checkpoints, chash)
+    ckpts = CheckpointManager(Path(cfg.paths.checkpoints) / run_name, sc.keep_checkpoints, chash)
     prefix = torch.tensor(train.prefix_ids)
 
     def loss_fn(m: Any, idx: list[int]) -> tuple[Any, int]:
@@ -408,7 +414,7 @@ def run_stage2(cfg: Config) -> Path:
         scores, vloss = score_texts(m, val, max(sc.batch_size, 32), desc="stage2 val", loss_kind=sc.loss)
         return {**binary_metrics(val.labels, scores), "loss": vloss}
 
-    with stage_run(cfg, "stage2", tags={"config_hash": chash}) as run:
+    with stage_run(cfg, run_name, tags={"config_hash": chash}) as run:
         import mlflow
 
         mlflow.log_params(_mlflow_params(cfg, "stage2", {
@@ -448,10 +454,10 @@ def run_stage2(cfg: Config) -> Path:
         }
         (tmp / DETECTOR_FILE).write_text(json.dumps(detector, indent=2, ensure_ascii=False))
         _publish(tmp, out)
-        # DVC metric (outside models/stage2: DVC forbids a metrics file inside a directory out)
-        Path(cfg.paths.reports).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.paths.reports) / "stage2_val_metrics.json").write_text(json.dumps(
-            {k: v for k, v in metrics_out.items() if k != "history"}, indent=2))
+        if own:  # DVC metric (outside models/stage2: DVC forbids a metrics file inside a directory out)
+            Path(cfg.paths.reports).mkdir(parents=True, exist_ok=True)
+            (Path(cfg.paths.reports) / "stage2_val_metrics.json").write_text(json.dumps(
+                {k: v for k, v in metrics_out.items() if k != "history"}, indent=2))
         mlflow.log_metrics({f"final_val_{k}": v for k, v in val_metrics.items()})
         mlflow.log_metrics({"threshold": threshold, "train_seconds": time.time() - t0})
         mlflow.log_artifacts(str(out / "adapter"), artifact_path="adapter")
@@ -459,4 +465,26 @@ def run_stage2(cfg: Config) -> Path:
     return out
 
 
-__all__ = ["ModelLoadError", "run_stage1", "run_stage2", "score_texts"]
+# ----------------------------------------------------------------------------- Table 1's other arm
+ARM_DIR = "table1_arm"
+
+
+def run_table1_arm(cfg: Config) -> Path:
+    """The `table1_arm` step: the pipeline's own recipe with ``train.stage1.enabled`` flipped, so Table 1
+    has both of the study's detectors ("ToxiCN" and "COIG-CQIA & ToxiCN") from one configuration.
+
+    Writes ``<paths.models>/table1_arm/{stage1,stage2}`` (checkpoints under
+    ``<paths.checkpoints>/table1_arm.*``); the detector's ``detector.json`` records which arm it is.
+    """
+    import dataclasses
+
+    flipped = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, stage1=dataclasses.replace(cfg.train.stage1, enabled=not cfg.train.stage1.enabled)))
+    root = Path(cfg.paths.models) / ARM_DIR
+    log.info("Table 1 arm: stage 1 %s (the pipeline's own detector has it %s)",
+             "on" if flipped.train.stage1.enabled else "off", "on" if cfg.train.stage1.enabled else "off")
+    s1 = run_stage1(flipped, out=root / "stage1", run_name=f"{ARM_DIR}.stage1")
+    return run_stage2(flipped, stage1_dir=s1, out=root / "stage2", run_name=f"{ARM_DIR}.stage2")
+
+
+__all__ = ["ModelLoadError", "run_stage1", "run_stage2", "run_table1_arm", "score_texts"]

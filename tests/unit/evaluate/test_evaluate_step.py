@@ -77,7 +77,7 @@ def test_table1_marks_missing_rows_and_has_reference(workspace):
     cfg, root = workspace
     md = run_table1(cfg)
     text = md.read_text()
-    assert "| Stage 2 only (ToxiCN) | hf |" in text and "not available" in text  # no stage2_only dir
+    assert "| Stage 2 only (ToxiCN) | hf |" in text and "not available: no detector for this row" in text  # no arm trained
     assert "| Stage 1+2 (COIG-CQIA & ToxiCN) | hf | " in text
     assert "TF-IDF" in text and "sklearn" in text
     assert "not ours" in text and "81.46" in text

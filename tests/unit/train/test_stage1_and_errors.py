@@ -68,3 +68,27 @@ def test_unknown_params_key_is_a_clear_error(tmp_path):
         load_config(bad, profile="micro")
     with pytest.raises(ConfigError, match="select_metric"):
         load_config(REPO / "params.yaml", profile="micro", overrides={"train.stage2.select_metric": "acc"})
+
+
+def test_table1_arm_flips_stage1_and_lands_in_its_row(tmp_path):
+    from tasks.evaluate import ROW_BASE, ROW_S2, ROW_S12, _default_rows
+    from tasks.train import run_table1_arm
+
+    cfg = workspace(tmp_path, **{"train.stage1.enabled": False, "train.stage1.max_samples": 16,
+                                 "train.stage2.max_samples": 32, "train.stage2.epochs": 1})
+    models = Path(cfg.paths.models)
+    out = run_table1_arm(cfg)
+    assert out == models / "table1_arm" / "stage2"
+    det = json.loads((out / "detector.json").read_text())
+    assert det["stage1_enabled"] is True and det["base_model"] == str(models / "table1_arm" / "stage1")
+    assert (models / "table1_arm" / "stage1" / "model.safetensors").is_file()
+    assert (Path(cfg.paths.checkpoints) / "table1_arm.stage2").is_dir()
+    # the pipeline's own outputs are untouched: no models/stage2, no stage-2 DVC metric
+    assert not (models / "stage2").exists()
+    assert not (Path(cfg.paths.reports) / "stage2_val_metrics.json").exists()
+
+    rows = _default_rows(models, cfg.evaluate)
+    assert rows == {ROW_BASE: models / "base", ROW_S2: None, ROW_S12: out}
+    (models / "stage2").mkdir()
+    (models / "stage2" / "detector.json").write_text(json.dumps({"stage1_enabled": False}))
+    assert _default_rows(models, cfg.evaluate)[ROW_S2] == models / "stage2"
