@@ -11,9 +11,12 @@ Paths compared (samples/s exclude start-up; start-up reported separately):
 ``reset_prefix_cache()`` is called before every timed vLLM repeat, so cached blocks never carry over.
 ``--full`` then times the whole ToxiCN test + COLD test evaluation (7,734 texts) with the default path,
 start-up included (fresh engine). Without ``--model-dir`` a random-weight model of the ``tiny`` profile
-is built (tokenizer trained on ToxiCN + COLD train texts as tasks/base_model.py does, with
+is built over the pipeline's own tokenizer (``models/base``, ``--tokenizer-from``), or, when that is not
+built yet or ``--prompt-copies`` is given, a tokenizer trained on ToxiCN + COLD train texts, with
 ``model.tiny.tokenizer_prompt_copies`` copies of the instruction: 0 by default, a ~200-token prompt like
-the study's with Qwen's tokenizer; ``--prompt-copies 50`` lets BPE memorise it, ~80 tokens);
+the study's with Qwen's tokenizer; ``--prompt-copies 50`` lets BPE memorise it, ~80 tokens), or, with
+``--qwen-tiktoken``, over Qwen's own vocabulary and chat template (benchmarks/qwen_vocab.py: 151,646
+tokens, so a 39M-parameter model; the study's prompt is then 178 + 5 tokens, exactly as Qwen1.5's);
 speed does not depend on the weights. A random LoRA adapter (r=16, all projections) is made for the LoRA
 comparison and merged for the merged-weights path. Results: printed and written as JSON (--out).
 """
@@ -56,17 +59,16 @@ def training_corpus(max_chars: int) -> list[str]:
     return out
 
 
-def build_models(cfg, root: Path) -> tuple[Path, Path, Path]:
-    """(base dir, LoRA adapter dir, merged dir) with random weights, tiny-profile shapes."""
+def build_models(cfg, root: Path, tok) -> tuple[Path, Path, Path]:
+    """(base dir, LoRA adapter dir, merged dir) with random weights, tiny-profile shapes, over ``tok``."""
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from tasks.base_model import build_tiny_model, tiny_tokenizer
+    from tasks.base_model import build_tiny_model
 
     base, adapter, merged = root / "base", root / "adapter", root / "merged"
     if (merged / "config.json").is_file():
         return base, adapter, merged
-    tok = tiny_tokenizer(cfg, training_corpus(cfg.model.tiny.tokenizer_max_chars))
     model = build_tiny_model(cfg.model.tiny, tok, seed=0)
     model.save_pretrained(base)
     tok.save_pretrained(base)
@@ -110,6 +112,12 @@ def main() -> None:
                     help="copies of the instruction in the tokenizer corpus (default: params.yaml "
                          "model.tiny.tokenizer_prompt_copies = 0, a ~200-token prompt like the study's; "
                          "50 lets BPE memorise the prompt, ~80 tokens)")
+    ap.add_argument("--tokenizer-from", type=Path, default=REPO / "models" / "base",
+                    help="take the tokenizer of this model folder (default: the pipeline's own, models/base, "
+                         "when `dvc repro base` has run; else one is trained as tasks/base_model.py does)")
+    ap.add_argument("--qwen-tiktoken", type=Path,
+                    help="use Qwen's own vocabulary and chat template (qwen.tiktoken, see "
+                         "benchmarks/qwen_vocab.py): the study's prompt exactly as Qwen1.5 tokenizes it")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench_eval.json")
     args = ap.parse_args()
 
@@ -128,23 +136,50 @@ def main() -> None:
     ev = cfg.evaluate
     prompt = prompt_from_config(cfg)
     args.work.mkdir(parents=True, exist_ok=True)
+    res_tokenizer = "model's own"
     if args.model_dir:
         merged, adapter, base = args.model_dir, args.adapter, args.model_dir
     else:
         t = time.perf_counter()
-        work = args.work / f"prompt_copies_{cfg.model.tiny.tokenizer_prompt_copies}"
-        base, adapter, merged = build_models(cfg, work)
+        if args.qwen_tiktoken:
+            from qwen_vocab import qwen_tokenizer
+
+            work, tok = args.work / "qwen_vocab", qwen_tokenizer(args.qwen_tiktoken)
+            res_tokenizer = f"qwen ({args.qwen_tiktoken})"
+        elif args.prompt_copies is None and (args.tokenizer_from / "tokenizer.json").is_file():
+            from chintox.modeling import load_tokenizer
+
+            work, tok = args.work / "pipeline_tokenizer", load_tokenizer(str(args.tokenizer_from))
+            res_tokenizer = str(args.tokenizer_from)
+        else:
+            from tasks.base_model import tiny_tokenizer
+
+            work = args.work / f"prompt_copies_{cfg.model.tiny.tokenizer_prompt_copies}"
+            tok = tiny_tokenizer(cfg, training_corpus(cfg.model.tiny.tokenizer_max_chars))
+            res_tokenizer = f"trained here, {cfg.model.tiny.tokenizer_prompt_copies} prompt copies"
+        import hashlib
+
+        # the cached models are reused only with the very same tokenizer
+        work = work.with_name(f"{work.name}-{hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:10]}")
+        base, adapter, merged = build_models(cfg, work, tok)
         print(f"built random tiny model + adapter in {time.perf_counter() - t:.0f}s under {args.work}")
     toxicn, cold = load_eval_texts()
     texts = (toxicn + cold)[:: max(1, (len(toxicn) + len(cold)) // args.n)][: args.n]
     res: dict = {"threads": torch.get_num_threads(), "n": len(texts), "n_generate": args.n_generate,
-                 "model": str(merged), "repeats": args.repeats}
+                 "model": str(merged), "repeats": args.repeats,
+                 "tokenizer": res_tokenizer}
     common = {"max_model_len": ev.max_model_len, "dtype": cfg.model.dtype, "progress": False}
 
     # transformers: per-sample generate (baseline) and the hf backend
     hf = HFScorer(merged, prompt, batch_size=ev.batch_size, max_new_tokens=ev.generate_max_new_tokens, **common)
     res["prompt_tokens"] = len(hf.encoder.prefix_ids) + len(hf.encoder.suffix_ids)
     res["mean_text_tokens"] = float(np.mean([len(r) for r in hf.encoder.encode(texts)]) - len(hf.encoder.suffix_ids))
+    # vLLM caches whole blocks only: the prefix's last (prefix mod block) tokens are recomputed for every
+    # text. If cost were proportional to tokens computed, caching could gain at most this much:
+    prefix, block = len(hf.encoder.prefix_ids), ev.vllm_block_size
+    total = res["prompt_tokens"] + res["mean_text_tokens"]
+    res["prefix_tokens"], res["block_size"] = prefix, block
+    res["prefix_caching_ceiling"] = total / (total - prefix // block * block)
     sec, (_, gen_scores) = timed(lambda: hf.generate_with_scores(texts[: args.n_generate]), 1)
     res["generate"] = {"samples_per_s": args.n_generate / sec, "startup_s": hf.startup_seconds,
                        "max_new_tokens": ev.generate_max_new_tokens}
@@ -180,6 +215,7 @@ def main() -> None:
                                  for k in ("hf", "vllm", "vllm_nopc", "vllm_lora")
                                  if "samples_per_s" in res.get(k, {})}
     res["vllm_prefix_caching_speedup"] = res["vllm"]["samples_per_s"] / res["vllm_nopc"]["samples_per_s"]
+    res["vllm_prefix_caching_share_of_ceiling"] = res["vllm_prefix_caching_speedup"] / res["prefix_caching_ceiling"]
     if "samples_per_s" in res.get("vllm_lora", {}):
         res["vllm_merged_vs_lora"] = res["vllm"]["samples_per_s"] / res["vllm_lora"]["samples_per_s"]
 
