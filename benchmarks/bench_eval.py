@@ -118,13 +118,15 @@ def main() -> None:
     ap.add_argument("--qwen-tiktoken", type=Path,
                     help="use Qwen's own vocabulary and chat template (qwen.tiktoken, see "
                          "benchmarks/qwen_vocab.py): the study's prompt exactly as Qwen1.5 tokenizes it")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="params.yaml override, e.g. model.tiny.hidden_size=1024 for a bigger random model")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench_eval.json")
     args = ap.parse_args()
 
     import numpy as np
     import torch
 
-    from chintox.config import load_config
+    from chintox.config import load_config, parse_override
     from chintox.prompting import prompt_from_config
     from chintox.scoring.hf import HFScorer
     from chintox.scoring.vllm_backend import VLLMScorer
@@ -132,6 +134,7 @@ def main() -> None:
     overrides = {"model.prompt_file": str(REPO / "prompts" / "toxicity_zh.txt")}
     if args.prompt_copies is not None:
         overrides["model.tiny.tokenizer_prompt_copies"] = args.prompt_copies
+    overrides.update(parse_override(x) for x in args.sets)
     cfg = load_config(REPO / "params.yaml", profile="tiny", overrides=overrides)
     ev = cfg.evaluate
     prompt = prompt_from_config(cfg)
@@ -159,19 +162,21 @@ def main() -> None:
             res_tokenizer = f"trained here, {cfg.model.tiny.tokenizer_prompt_copies} prompt copies"
         import hashlib
 
-        # the cached models are reused only with the very same tokenizer
-        work = work.with_name(f"{work.name}-{hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:10]}")
+        # the cached models are reused only with the very same tokenizer and shapes
+        key = hashlib.sha256((tok.backend_tokenizer.to_str() + repr(cfg.model.tiny)).encode()).hexdigest()[:10]
+        work = work.with_name(f"{work.name}-{key}")
         base, adapter, merged = build_models(cfg, work, tok)
         print(f"built random tiny model + adapter in {time.perf_counter() - t:.0f}s under {args.work}")
     toxicn, cold = load_eval_texts()
     texts = (toxicn + cold)[:: max(1, (len(toxicn) + len(cold)) // args.n)][: args.n]
     res: dict = {"threads": torch.get_num_threads(), "n": len(texts), "n_generate": args.n_generate,
                  "model": str(merged), "repeats": args.repeats,
-                 "tokenizer": res_tokenizer}
+                 "tokenizer": res_tokenizer, "overrides": args.sets}
     common = {"max_model_len": ev.max_model_len, "dtype": cfg.model.dtype, "progress": False}
 
     # transformers: per-sample generate (baseline) and the hf backend
     hf = HFScorer(merged, prompt, batch_size=ev.batch_size, max_new_tokens=ev.generate_max_new_tokens, **common)
+    res["parameters"] = sum(p.numel() for p in hf.model.parameters())
     res["prompt_tokens"] = len(hf.encoder.prefix_ids) + len(hf.encoder.suffix_ids)
     res["mean_text_tokens"] = float(np.mean([len(r) for r in hf.encoder.encode(texts)]) - len(hf.encoder.suffix_ids))
     # vLLM caches whole blocks only: the prefix's last (prefix mod block) tokens are recomputed for every
