@@ -20,7 +20,6 @@ from typing import Any
 # Qwen's pre-tokenisation pattern (tokenization_qwen.py; dashscope/tokenizers/qwen_tokenizer.py)
 QWEN_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
                 r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
-QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Qwen1.5-Chat's tokenizer_config.json chat_template
 QWEN15_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -37,16 +36,18 @@ def qwen_tokenizer(tiktoken_file: Path) -> Any:
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
+    from tasks.base_model import SPECIAL_TOKENS  # the same ChatML special tokens, in Qwen's order
+
     path = Path(tiktoken_file)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (see benchmarks/qwen_vocab.py for where to get it)")
     tok = TikTokenConverter(vocab_file=str(path), pattern=QWEN_PATTERN,
-                            extra_special_tokens=QWEN_SPECIAL).converted()
+                            extra_special_tokens=SPECIAL_TOKENS).converted()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    unk_token=None, additional_special_tokens=["<|im_start|>"],
                                    model_max_length=32768)
     fast.chat_template = QWEN15_CHAT_TEMPLATE
-    ids = fast.convert_tokens_to_ids(QWEN_SPECIAL)
+    ids = fast.convert_tokens_to_ids(SPECIAL_TOKENS)
     if ids != [151643, 151644, 151645]:
         raise ValueError(f"{path}: special tokens landed at {ids}, not Qwen's 151643-151645")
     return fast

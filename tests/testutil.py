@@ -6,6 +6,7 @@ would pick whichever was imported first.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from chintox.config import Config, load_config
@@ -31,3 +32,12 @@ def micro_overrides(root: Path) -> dict[str, str]:
 def micro_config(root: Path, **overrides) -> Config:
     """The `micro` profile with every output under ``root``; extra dotted overrides allowed."""
     return load_config(REPO / "params.yaml", profile="micro", overrides={**micro_overrides(root), **overrides})
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound, read, released)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

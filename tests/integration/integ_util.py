@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,7 @@ VENV_BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests" / "unit" / "registry"))
 
 import microdet  # noqa: F401 (re-exported for the fixtures)
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from testutil import free_port  # noqa: F401 (re-exported for the tests)
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:

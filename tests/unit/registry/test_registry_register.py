@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
 import microdet
 import pytest
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from testutil import free_port
 
 
 def test_register_tags_alias_and_pyfunc(reg_cfg):
@@ -73,7 +65,7 @@ def test_register_needs_metrics_and_detector(tmp_path, detector_cache):
 def test_unreachable_server_clear_error_then_rerun_registers(reg_cfg, monkeypatch):
     from tasks.register import RegistryUnavailableError, run_register
 
-    port = _closed_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("CHINTOX_MLFLOW_ATTEMPTS", "3")
