@@ -135,7 +135,7 @@ def pretrain(model: Any, tokenizer: Any, texts: list[str], tcfg: TinyModelConfig
 
 def training_texts(cfg: Config) -> list[str]:
     """Texts the tiny tokenizer and pre-training may see: stage-1 records and ToxiCN train only."""
-    from tasks.split import load_split
+    from chintox.splits import load_split
 
     texts: list[str] = []
     for rec in load_split(cfg.data.out_dir, "stage1"):

@@ -15,7 +15,7 @@ from chintox.metrics import binary_metrics, throughput
 
 
 def _load(cfg: Any, name: str) -> list[dict]:
-    from tasks.split import load_split
+    from chintox.splits import load_split
 
     return load_split(cfg.data.out_dir, name)
 

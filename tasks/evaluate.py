@@ -40,7 +40,7 @@ SET_KIND = {"toxicn_test": "toxicn", "toxicn_val": "toxicn", "toxicn_train": "to
 
 
 def load_set(cfg: Any, name: str) -> list[dict]:
-    from tasks.split import load_split
+    from chintox.splits import load_split
 
     return load_split(cfg.data.out_dir, name)
 

@@ -13,14 +13,14 @@ depends only on the validated rows and the split parameters.
 - ``stage1``: COIG-CQIA as chat records ``{id, messages: [user, assistant], subset, task_type,
   domain}``; when ``data.cqia_max_records`` is set, a seeded sample of that size (kept in file order).
 
-Every file is JSON lines in UTF-8, rows in file order, so the same seed and parameters give
-byte-identical files; ``split_summary.json`` records counts, label balance, file hashes and the
+The files' names, layout and row shapes belong to :mod:`chintox.splits`, which writes and reads
+them: JSON lines in UTF-8, rows in file order, so the same seed and parameters give byte-identical
+files; ``split_summary.json`` records counts, label balance, file hashes and the
 train/evaluation text overlap (0 when ``data.drop_train_leakage`` is true).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -30,9 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chintox.logs import setup_logging
+from chintox.splits import split_dir, write_split
+
 log = logging.getLogger(__name__)
 
-SPLITS = ("toxicn_train", "toxicn_val", "toxicn_test", "cold_test", "stage1")
 TOXICN_CATEGORIES = ("topic", "toxic_type", "expression", "target", "platform")
 COLD_CATEGORIES = ("topic", "fine_grained_label")
 
@@ -119,16 +121,6 @@ def stage1_records(cqia: pd.DataFrame, max_records: int | None, seed: int) -> tu
     return recs, n_available
 
 
-def _write_jsonl(path: Path, recs: list[dict]) -> str:
-    h = hashlib.sha256()
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for r in recs:
-            line = json.dumps(r, ensure_ascii=False) + "\n"
-            f.write(line)
-            h.update(line.encode("utf-8"))
-    return h.hexdigest()
-
-
 def _balance(recs: list[dict]) -> dict[str, Any]:
     n = len(recs)
     pos = sum(1 for r in recs if r["label"] == 1)
@@ -137,8 +129,6 @@ def _balance(recs: list[dict]) -> dict[str, Any]:
 
 def run_split(cfg) -> dict[str, Any]:
     """Write ``<data.out_dir>/splits/*.jsonl`` and ``split_summary.json``; return the summary."""
-    from tasks.validate import setup_logging
-
     setup_logging()
     t0 = time.time()
     dc = cfg.data
@@ -155,15 +145,13 @@ def run_split(cfg) -> dict[str, Any]:
         "toxicn_test": (toxicn[toxicn["split"] == "test"], "test", TOXICN_CATEGORIES),
         "cold_test": (cold[cold["split"] == "test"], "test", COLD_CATEGORIES),
     }
-    split_dir = out_dir / "splits"
-    split_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"splits": {}, "files": {}}
     for name, (df, split, cats) in frames.items():
         recs = _labelled_records(df, split, cats)
-        summary["files"][name] = _write_jsonl(split_dir / f"{name}.jsonl", recs)
+        summary["files"][name] = write_split(out_dir, name, recs)
         summary["splits"][name] = _balance(recs)
     recs, n_available = stage1_records(cqia, dc.cqia_max_records, dc.seed)
-    summary["files"]["stage1"] = _write_jsonl(split_dir / "stage1.jsonl", recs)
+    summary["files"]["stage1"] = write_split(out_dir, "stage1", recs)
     summary["splits"]["stage1"] = {"rows": len(recs), "available": n_available}
 
     train_keys = set(frames["toxicn_train"][0]["norm_text"])
@@ -175,17 +163,7 @@ def run_split(cfg) -> dict[str, Any]:
     with open(out_dir / "split_summary.json", "w", encoding="utf-8") as f:
         json.dump(summary, f, ensure_ascii=False, indent=2)
         f.write("\n")
-    log.info("splits written to %s in %.1fs: %s", split_dir, time.time() - t0,
+    log.info("splits written to %s in %.1fs: %s", split_dir(out_dir), time.time() - t0,
              {k: v["rows"] for k, v in summary["splits"].items()})
     return summary
 
-
-def load_split(out_dir: str | Path, name: str) -> list[dict]:
-    """Read one split written by :func:`run_split` (``name`` in :data:`SPLITS`)."""
-    if name not in SPLITS:
-        raise ValueError(f"unknown split {name!r}; expected one of {list(SPLITS)}")
-    p = Path(out_dir) / "splits" / f"{name}.jsonl"
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} not found: run `chintox split` (or `dvc repro split`) first")
-    with open(p, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -50,8 +50,8 @@ def _setup_logging() -> None:
 
 
 def load_records(cfg: Config, name: str) -> list[dict]:
-    """One split (``<data.out_dir>/splits/<name>.jsonl``), through ``tasks.split.load_split``."""
-    from tasks.split import load_split
+    """One split (``<data.out_dir>/splits/<name>.jsonl``), through ``chintox.splits.load_split``."""
+    from chintox.splits import load_split
 
     return load_split(cfg.data.out_dir, name)
 

@@ -21,7 +21,7 @@ that passes the hard rules so results stay comparable with the published study; 
 and conflicts are counted as warnings in the summary and in Data Docs.
 
 - ``leakage`` (when ``data.drop_train_leakage``): the training row's normalised text
-  (:func:`tasks.textnorm.normalise`) equals the normalised text of a kept row of ToxiCN test or
+  (:func:`chintox.textnorm.normalise`) equals the normalised text of a kept row of ToxiCN test or
   COLD test. Counted per (train split -> evaluation split) pair whether or not it is dropped.
 - ``conflicting_label`` (when ``data.conflicting_labels == "drop"``): every copy of a normalised
   text, within one source and split, whose copies disagree on the label.
@@ -52,8 +52,9 @@ from typing import Any
 
 import pandas as pd
 
+from chintox.logs import setup_logging
+from chintox.textnorm import normalise_many
 from tasks.ingest import RawFile, ingest
-from tasks.textnorm import normalise_many
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +77,6 @@ RULES = HARD_RULES + POLICY_RULES
 WARNING_FLAGS = ["declared_length_mismatch", "fine_grained_label_inconsistent", "eval_overlap"]
 
 FLAG = "flag_"  # flag column prefix
-
-
-def setup_logging() -> None:
-    """Concise progress lines from ``tasks.*`` on stderr; other libraries stay at WARNING."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("tasks").setLevel(logging.INFO)
 
 
 class CountMismatchError(RuntimeError):

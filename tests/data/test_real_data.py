@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from testutil import micro_config
 
-from tasks.split import load_split, run_split
+from chintox.splits import load_split
+from tasks.split import run_split
 from tasks.validate import run_validate
 
 pytestmark = pytest.mark.integration

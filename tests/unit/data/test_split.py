@@ -10,7 +10,8 @@ import pytest
 from rawfix import TOXICN_TRAIN, write_raw
 from testutil import micro_config
 
-from tasks.split import SPLITS, load_split, run_split
+from chintox.splits import SPLITS, load_split
+from tasks.split import run_split
 from tasks.validate import run_validate
 
 MORE_TRAIN = TOXICN_TRAIN + [(f"第{i}条普通评论内容", i % 2) for i in range(40)]

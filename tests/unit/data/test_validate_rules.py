@@ -10,8 +10,8 @@ import pytest
 from rawfix import COLD_TEST, TOXICN_TEST, TOXICN_TRAIN, toxicn_obj, write_raw
 from testutil import micro_config
 
+from chintox.textnorm import normalise
 from tasks.ingest import DataError, ingest
-from tasks.textnorm import normalise
 from tasks.validate import CountMismatchError, run_validate, summarise, validate_frames
 
 

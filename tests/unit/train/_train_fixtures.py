@@ -2,7 +2,7 @@
 
 Texts are random strings of common characters; a text is toxic exactly when it contains a marker
 word, so a model that learns anything learns this. Files are written in the split layout
-(``<data.out_dir>/splits/<name>.jsonl``) that ``tasks.split.load_split`` reads.
+(``<data.out_dir>/splits/<name>.jsonl``) that ``chintox.splits.load_split`` reads.
 """
 
 from __future__ import annotations
