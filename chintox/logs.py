@@ -6,6 +6,7 @@ import logging
 
 
 def setup_logging() -> None:
-    """Concise progress lines from ``tasks.*`` on stderr; other libraries stay at WARNING."""
+    """Concise progress lines from ``tasks.*`` and ``chintox.*`` on stderr; other libraries stay at WARNING."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("tasks").setLevel(logging.INFO)
+    for name in ("tasks", "chintox"):
+        logging.getLogger(name).setLevel(logging.INFO)

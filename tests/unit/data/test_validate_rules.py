@@ -11,8 +11,10 @@ from rawfix import COLD_TEST, TOXICN_TEST, TOXICN_TRAIN, toxicn_obj, write_raw
 from testutil import micro_config
 
 from chintox.textnorm import normalise
+from chintox.validation.quarantine import CountMismatchError, summarise
+from chintox.validation.rules import validate_frames
 from tasks.ingest import DataError, ingest
-from tasks.validate import CountMismatchError, run_validate, summarise, validate_frames
+from tasks.validate import run_validate
 
 
 def _run(tmp_path: Path, **raw_kw):
