@@ -177,9 +177,13 @@ class Config:
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Return ``base`` with ``over`` merged in, recursively for nested mappings."""
+    """Return ``base`` with ``over`` merged in, recursively for nested mappings. An empty mapping
+    changes nothing, also over a scalar: params.yaml's profiles say ``key: {}`` for "keep the base
+    value", so that every ``profiles.<name>.<key>`` dvc.yaml tracks exists (see params.yaml)."""
     out = copy.deepcopy(base)
     for key, value in (over or {}).items():
+        if isinstance(value, dict) and not value and key in out:
+            continue
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)
         else:
