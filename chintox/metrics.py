@@ -182,3 +182,35 @@ def rounded(d: Any, ndigits: int = 4) -> Any:
     if isinstance(d, np.integer):
         return int(d)
     return d
+
+
+def flatten_metrics(obj: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested metrics mapping as ``a.b.c`` keys (booleans, strings, None and NaN
+    are left out): what MLflow logs and what registered versions carry as ``metrics.*`` tags."""
+    out: dict[str, float] = {}
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            out.update(flatten_metrics(v, f"{prefix}{k}."))
+    elif (isinstance(obj, (int, float, np.integer, np.floating)) and not isinstance(obj, (bool, np.bool_))
+          and not math.isnan(float(obj))):
+        out[prefix[:-1]] = float(obj)
+    return out
+
+
+GATE_VARIANTS = ("tuned", "default")  # metrics.json: <set>.tuned.* at the detector's own threshold
+
+
+def find_metric_key(flat: Mapping[str, Any], eval_set: str, metric: str) -> str | None:
+    """The key of ``metric`` on ``eval_set`` in flattened metrics, preferring the value at the
+    detector's own (tuned) threshold, which is what the registered pyfunc uses: ``set.tuned.metric``,
+    ``set.default.metric``, ``set.metric`` (also with ``_`` or ``/``, or under a prefix); else None."""
+    candidates = [f"{eval_set}.{v}.{metric}" for v in GATE_VARIANTS]
+    candidates += [f"{eval_set}{sep}{metric}" for sep in (".", "_", "/")]
+    for c in candidates:
+        if c in flat:
+            return c
+    for c in candidates:
+        for k in sorted(flat, key=len):
+            if k.endswith(f".{c}"):
+                return k
+    return None

@@ -69,8 +69,9 @@ def parent_run(cfg: Config, name: str, tags: dict[str, str] | None = None) -> It
     any thread or subprocess) nests under it; the status is FINISHED or FAILED at the end."""
     from mlflow import MlflowClient
 
+    from chintox.provenance import git_commit
+    from chintox.registry import with_retries
     from chintox.tracking import setup
-    from tasks.register import git_commit, with_retries
 
     def _create() -> tuple[str, str]:
         exp_id = setup(cfg)
@@ -108,7 +109,7 @@ def _flow_run_id() -> str | None:
 
 def metrics_markdown(title: str, metrics: dict[str, Any] | None, link: str,
                      extra: dict[str, Any] | None = None) -> str:
-    from tasks.register import flatten_metrics
+    from chintox.metrics import flatten_metrics
 
     lines = [f"# {title}", "", f"MLflow run: [{link}]({link})", ""]
     for k, v in (extra or {}).items():

@@ -12,8 +12,8 @@ from functools import lru_cache
 from typing import Any
 
 from chintox.config import Config
+from chintox.registry import CHAMPION, with_retries
 from chintox.tracking import setup, tracking_uri
-from tasks.register import CHAMPION, with_retries
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 

@@ -26,14 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from chintox.config import Config
+from chintox.metrics import find_metric_key
+from chintox.registry import CHALLENGER, CHAMPION, METRIC_TAG_PREFIX, version_by_alias, with_retries
 from chintox.tracking import setup, tracking_uri
-from tasks.register import (
-    CHALLENGER,
-    CHAMPION,
-    METRIC_TAG_PREFIX,
-    find_metric_key,
-    with_retries,
-)
 
 log = logging.getLogger(__name__)
 
@@ -81,19 +76,6 @@ def _client(cfg: Config) -> Any:
 
     setup(cfg)
     return MlflowClient()
-
-
-def _by_alias(client: Any, name: str, alias: str) -> Any | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException as e:
-        from tasks.register import is_connection_error
-
-        if is_connection_error(e):
-            raise
-        return None
 
 
 def _history(client: Any, name: str) -> list[str]:
@@ -200,7 +182,7 @@ def _move_champion(client: Any, name: str, version: str, history: list[str]) -> 
     client.set_registered_model_alias(name, CHAMPION, version)
     _set_history(client, name, history)
     # verify: read back both and check they agree with what this process set
-    got = _by_alias(client, name, CHAMPION)
+    got = version_by_alias(client, name, CHAMPION)
     hist = _history(client, name)
     if got is None or str(got.version) != str(version) or (hist and hist[-1] != str(version)):
         raise PromotionConflictError(
@@ -224,12 +206,12 @@ def run_promote(cfg: Config, version: str | int | None = None, force: bool = Fal
             if version is not None:
                 cand = client.get_model_version(name, str(version))
             else:
-                cand = _by_alias(client, name, CHALLENGER)
+                cand = version_by_alias(client, name, CHALLENGER)
                 if cand is None:
                     raise PromotionError(
                         f"no version of {name!r} has the alias {CHALLENGER!r}: register one "
                         "(`chintox register`) or pass --version")
-            champ = _by_alias(client, name, CHAMPION)
+            champ = version_by_alias(client, name, CHAMPION)
             base = {"registered_model": name, "version": str(cand.version), "at": _now(),
                     "compared_to": str(champ.version) if champ else None, "tracking_uri": tracking_uri(cfg)}
             if champ is not None and str(champ.version) == str(cand.version):
@@ -253,7 +235,7 @@ def run_promote(cfg: Config, version: str | int | None = None, force: bool = Fal
                 history.append(str(champ.version))  # champion set by hand outside this tool
             history.append(str(cand.version))
             _move_champion(client, name, str(cand.version), history)
-            chal = _by_alias(client, name, CHALLENGER)
+            chal = version_by_alias(client, name, CHALLENGER)
             if chal is not None and str(chal.version) == str(cand.version):
                 client.delete_registered_model_alias(name, CHALLENGER)
             decision = {**base, "decision": kind, "promoted": True, "reason": reason, "gate": g,
@@ -271,7 +253,7 @@ def run_rollback(cfg: Config) -> dict[str, Any]:
     def _do() -> dict[str, Any]:
         client = _client(cfg)
         with _lock(cfg):
-            champ = _by_alias(client, name, CHAMPION)
+            champ = version_by_alias(client, name, CHAMPION)
             if champ is None:
                 raise PromotionError(f"{name!r} has no {CHAMPION!r}: nothing to roll back")
             history = _history(client, name)

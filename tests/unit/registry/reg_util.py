@@ -10,8 +10,8 @@ def make_version(cfg, metrics=None, sets=("cold_test", "toxicn_test"), eval_data
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from chintox.metrics import flatten_metrics
     from chintox.tracking import setup
-    from tasks.register import flatten_metrics
 
     setup(cfg)
     c = MlflowClient()

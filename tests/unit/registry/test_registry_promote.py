@@ -44,7 +44,7 @@ def test_gate_rules(cfg):
     first = gate(cfg, old, None, sets, None)
     assert first["passed"]
     # the real metrics.json layout: the tuned-threshold value is gated, not the default one
-    from tasks.register import flatten_metrics
+    from chintox.metrics import flatten_metrics
 
     new = flatten_metrics(microdet.default_metrics(0.70, 0.65))
     base = flatten_metrics(microdet.default_metrics(0.69, 0.65))

@@ -1,0 +1,102 @@
+"""The MLflow model registry's shared contracts: alias names, connection-error retries, alias read-back
+and tag keys. The register, promote and detect steps and the flows use these; none defines its own.
+
+An unreachable tracking server is retried a few times with exponential backoff
+(``CHINTOX_MLFLOW_ATTEMPTS``, default 4; ``CHINTOX_MLFLOW_BACKOFF_S``, default 2: 2, 4, 8 s), then
+reported as :class:`RegistryUnavailableError` naming the tracking URI. Other errors are raised at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from chintox.tracking import tracking_uri
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+METRIC_TAG_PREFIX = "metrics."  # a version's evaluation metrics, as tags (the promotion gate reads them)
+ATTEMPTS_ENV = "CHINTOX_MLFLOW_ATTEMPTS"
+BACKOFF_ENV = "CHINTOX_MLFLOW_BACKOFF_S"
+
+
+class RegistryUnavailableError(RuntimeError):
+    """The MLflow tracking server / registry could not be reached after retries."""
+
+
+_CONNECTION_HINTS = (
+    "connection refused", "max retries exceeded", "failed to establish a new connection",
+    "connectionerror", "connection aborted", "read timed out", "connecttimeout", "name or service not known",
+    "remote end closed connection", "temporarily unavailable", "database is locked",
+)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for errors that mean "the store is not reachable right now" (worth a retry)."""
+    try:
+        import requests
+
+        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return any(h in text for h in _CONNECTION_HINTS)
+
+
+def with_retries(fn: Callable[[], T], cfg: Any, what: str, attempts: int | None = None,
+                 backoff_s: float | None = None) -> T:
+    """Call ``fn``; on a connection error retry with exponential backoff, then raise a clear error."""
+    attempts = attempts or int(os.environ.get(ATTEMPTS_ENV, "4"))
+    backoff_s = float(os.environ.get(BACKOFF_ENV, "2")) if backoff_s is None else backoff_s
+    uri = tracking_uri(cfg)
+    last: BaseException | None = None
+    for i in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as e:
+            if not is_connection_error(e):
+                raise
+            last = e
+            log.warning("%s: MLflow at %s not reachable (attempt %d/%d): %s", what, uri, i, attempts,
+                        str(e).splitlines()[0][:300])
+            if i < attempts:
+                time.sleep(backoff_s * 2 ** (i - 1))
+    raise RegistryUnavailableError(
+        f"{what} failed: the MLflow tracking server at {uri} could not be reached after {attempts} "
+        f"attempts ({type(last).__name__}: {str(last).splitlines()[0][:300]}). Start it (see README, "
+        "`mlflow server --host 127.0.0.1 ...`) or set MLFLOW_TRACKING_URI, then re-run; nothing on "
+        "disk was changed, so no retraining is needed."
+    ) from last
+
+
+def version_by_alias(client: Any, name: str, alias: str) -> Any | None:
+    """The version behind ``alias`` of registered model ``name``, or None when no version has it
+    (a connection error is raised, so callers under :func:`with_retries` retry it)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as e:
+        if is_connection_error(e):
+            raise
+        return None
+
+
+def tag_key(k: str) -> str:
+    """``k`` as a valid MLflow tag / metric key (other characters become ``_``; at most 250)."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in k)[:250]
+
+
+__all__ = [
+    "ATTEMPTS_ENV", "BACKOFF_ENV", "CHALLENGER", "CHAMPION", "METRIC_TAG_PREFIX", "RegistryUnavailableError",
+    "is_connection_error", "tag_key", "version_by_alias", "with_retries",
+]
