@@ -10,6 +10,7 @@ recorded in ``base_model.json``; later steps load it from there.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import time
@@ -18,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from chintox.config import Config, TinyModelConfig
+from chintox.logs import setup_logging
 from chintox.modeling import BASE_POINTER, ModelLoadError, load_tokenizer, pick_device
 from chintox.prompting import answer_token_ids, prompt_from_config
+
+log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHATML_TEMPLATE = (
@@ -191,14 +195,16 @@ def build_tiny_base(cfg: Config, texts: list[str], out_dir: Path) -> dict[str, A
         "tokenizer_chars": sum(len(t) for t in corpus),
         "pretrain_steps": tcfg.pretrain_steps,
         "pretrain_final_loss": losses[-1] if losses else None,
-        "seconds": round(time.time() - t0, 2),
     }
+    # no wall-clock time in the output: an identical model must hash identically for DVC's run-cache
     (out_dir / "build_info.json").write_text(json.dumps(info, indent=2))
+    log.info("tiny base built in %.1fs: %s", time.time() - t0, info)
     return info
 
 
 def run_base(cfg: Config) -> Path:
     """The `base` pipeline step. Returns the folder later steps load the base model from."""
+    setup_logging()
     out_dir = Path(cfg.paths.models) / "base"
     if cfg.model.is_tiny:
         build_tiny_base(cfg, training_texts(cfg), out_dir)

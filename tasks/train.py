@@ -168,6 +168,14 @@ def _atomic_dir(final: Path) -> Path:
 
 
 def _publish(tmp: Path, final: Path) -> None:
+    # PEFT writes target_modules from a set, in an order that changes with Python's hash seed: sort it,
+    # so the same run gives the same bytes (DVC hashes the folder)
+    for f in tmp.rglob("adapter_config.json"):
+        conf = json.loads(f.read_text(encoding="utf-8"))
+        for key in ("target_modules", "modules_to_save"):
+            if isinstance(conf.get(key), list):
+                conf[key] = sorted(conf[key])
+        f.write_text(json.dumps(conf, indent=2, sort_keys=True), encoding="utf-8")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -288,10 +296,10 @@ def run_stage1(cfg: Config, out: Path | None = None, run_name: str = "stage1") -
             pm.peft_config["default"].base_model_name_or_path = str(base_dir)
             pm.save_pretrained(tmp / "adapter")
             _save_merged(pm, tok, tmp)
+            # no wall-clock time or resume point in it: the same inputs give the same bytes
             (tmp / "train_info.json").write_text(json.dumps({
                 "base_model": str(base_dir), "config_hash": chash, "examples": len(examples),
-                "history": result["history"], "seconds": round(time.time() - t0, 1),
-                "resumed_from": result["resumed_from"]}, indent=2))
+                "history": result["history"]}, indent=2))
             _publish(tmp, out)
             mlflow.log_artifacts(str(out / "adapter"), artifact_path="adapter")
             mlflow.log_metric("train_seconds", time.time() - t0)
