@@ -1,14 +1,11 @@
-"""Shared pieces of the Prefect flows: config from flow parameters, the parent MLflow run, cache tokens,
-and the markdown artifact. No step logic lives here: the steps are the ``tasks.*`` functions."""
+"""Shared pieces of the Prefect flows: config from flow parameters, the parent MLflow run and the markdown
+artifacts. No step logic and no cache live here: the steps are the DVC stages (see ``flows._dvc``)."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from chintox.config import Config, load_config
@@ -18,36 +15,6 @@ from chintox.tracking import PARENT_ENV, tracking_uri
 def load_cfg(params: str = "params.yaml", profile: str | None = None,
              overrides: dict[str, Any] | None = None) -> Config:
     return load_config(params, profile=profile, overrides=dict(overrides or {}))
-
-
-def tree_fingerprint(path: str | Path) -> str:
-    """Cheap fingerprint of a folder (names, sizes, mtimes), for cache keys of large inputs."""
-    p = Path(path)
-    h = hashlib.sha256()
-    if p.is_file():
-        st = p.stat()
-        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    elif p.is_dir():
-        for f in sorted(x for x in p.rglob("*") if x.is_file()):
-            st = f.stat()
-            h.update(f"{f.relative_to(p).as_posix()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    else:
-        h.update(b"<missing>")
-    return h.hexdigest()
-
-
-def cache_tokens(cfg: Config, steps: list[str]) -> dict[str, str]:
-    """One token per step, chained: step k's token hashes the params, the raw data and step k-1's token,
-    so a change upstream invalidates everything after it (like DVC), and a re-run with the same params
-    and data reuses the cached results (no retraining)."""
-    tokens: dict[str, str] = {}
-    prev = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
-    prev = hashlib.sha256((prev + tree_fingerprint(cfg.data.raw_dir)
-                           + tree_fingerprint(cfg.model.prompt_file)).encode()).hexdigest()
-    for step in steps:
-        prev = hashlib.sha256(f"{prev}:{step}".encode()).hexdigest()
-        tokens[step] = prev[:32]
-    return tokens
 
 
 def ui_url() -> str:

@@ -1,18 +1,29 @@
-"""Prefect flow ``evaluate-detector``: evaluate a detector folder and (optionally) register it."""
+"""Prefect flow ``evaluate-detector``: the DVC ``evaluate`` stage as a DVC experiment (e.g. with another
+backend or other evaluation settings), optionally followed by registration.
+
+Like ``train-detector`` it runs ``dvc exp run --temp``: DVC restores the upstream stages (data, training)
+from its cache and reruns ``evaluate`` only when its code, params or inputs changed. To score an arbitrary
+folder outside the pipeline, use ``chintox evaluate --model-dir``.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.cache_policies import NO_CACHE
 
+from chintox.tracking import tracking_uri
+from flows import _dvc
 from flows._common import artifact, load_cfg, metrics_markdown, parent_run, run_link
-from flows.train_detector import evaluate_task as _cached_evaluate_task
-from flows.train_detector import register_task
-
-# The same task as in train-detector, without its input cache: evaluating on demand always scores.
-evaluate_task = _cached_evaluate_task.with_options(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
+from flows.train_detector import (
+    experiment_task,
+    pipeline_outputs,
+    push_task,
+    read_metrics,
+    register_task,
+    stages_markdown,
+)
 
 
 @flow(name="evaluate-detector", log_prints=True)
@@ -20,28 +31,32 @@ def evaluate_detector(
     profile: str | None = None,
     params: str = "params.yaml",
     overrides: dict[str, Any] | None = None,
-    model_dir: str | None = None,
     backend: str | None = None,
-    evaluate: bool = True,
     register_model: bool = False,
+    push_outputs: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate ``model_dir`` (default models/stage2) on the evaluation sets; register it if asked.
-    ``evaluate=false`` registers with the metrics already in reports/metrics.json."""
+    """Evaluate the pipeline's detector (``dvc exp run --temp evaluate``); register it if asked."""
     logger = get_run_logger()
+    root = _dvc.repo_root(Path(params).resolve().parent)
+    overrides = {**(overrides or {}), **({"evaluate.backend": backend} if backend else {})}
     cfg = load_cfg(params, profile, overrides)
-    a = (params, cfg.profile, overrides)
-    with parent_run(cfg, "evaluate-detector") as parent:
-        metrics = evaluate_task(*a, token="", model_dir=model_dir, backend=backend) if evaluate else None
-        registered = register_task(*a, model_dir=model_dir) if register_model else None
-        if metrics is None and registered is not None:
-            metrics = registered.get("metrics")
+    name = _dvc.experiment_name("evaluate-detector")
+    with parent_run(cfg, "evaluate-detector", tags={"dvc.exp_name": name}) as parent:
+        exp = experiment_task(str(root), name, _dvc.set_params(root, profile, overrides), ["evaluate"],
+                              tracking_uri(cfg))
+        pushed = push_task(str(root), exp["rev"], ["evaluate"]) if push_outputs else None
+        artifact("evaluate-detector-stages", stages_markdown(f"DVC experiment {name}", exp, pushed),
+                 "What DVC ran, restored or skipped, and how to restore the run")
+        metrics = read_metrics(root, exp["rev"], pipeline_outputs(cfg)[1])
+        registered = register_task(params, profile, overrides, str(root), exp) if register_model else None
         link = run_link(cfg, parent["run_id"], parent["experiment_id"])
-        extra = {"model_uri": registered["model_uri"]} if registered else {}
+        extra = {"DVC experiment": name, **({"model_uri": registered["model_uri"]} if registered else {})}
         artifact("evaluate-detector-metrics",
                  metrics_markdown(f"Detector evaluation ({cfg.profile})", metrics, link, extra),
                  "Evaluation metrics, with a link to the MLflow run")
         logger.info("metrics: %s", metrics)
-    return {"metrics": metrics, "registered": registered, "mlflow_parent_run_id": parent["run_id"]}
+    return {"experiment": exp, "metrics": metrics, "registered": registered,
+            "mlflow_parent_run_id": parent["run_id"]}
 
 
 if __name__ == "__main__":  # pragma: no cover

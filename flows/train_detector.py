@@ -1,9 +1,11 @@
-"""Prefect flow ``train-detector``: validate -> split -> base -> stage 1 -> stage 2 -> evaluate -> register.
+"""Prefect flow ``train-detector``: the DVC pipeline up to ``evaluate`` as one DVC experiment, its outputs
+pushed to the DVC remote, then the detector registered in MLflow with its lineage.
 
-Each task is a thin wrapper over the ``tasks.*`` function that the DVC stage (through the CLI) also
-runs. Training and evaluation are cached on a token that hashes the params, the raw data and the
-upstream steps (see ``flows._common.cache_tokens``), so re-running after a failed registration reuses
-the trained detector; I/O tasks retry. The flow owns the parent MLflow run; stage runs nest under it.
+The steps (validate, split, base, stage 1, stage 2, evaluate) are the stages of ``dvc.yaml``; this flow
+runs them with ``dvc exp run --temp`` (see ``flows._dvc``) and adds what Prefect is for: deployments on
+work pools, retries, logs, artifacts and the UI. DVC alone decides what reruns: a second run with the
+same code, params and data restores every stage from DVC's run-cache, and an edited training module
+retrains. The flow owns the parent MLflow run; every stage's run nests under it.
 """
 
 from __future__ import annotations
@@ -12,71 +14,74 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import NO_CACHE
 
-from flows._common import artifact, cache_tokens, load_cfg, metrics_markdown, parent_run, run_link
+from chintox.tracking import tracking_uri
+from flows import _dvc
+from flows._common import artifact, load_cfg, metrics_markdown, parent_run, run_link
 
-STEPS = ["validate", "split", "base", "stage1", "stage2", "evaluate"]
-CACHED = INPUTS + TASK_SOURCE
-CfgArgs = tuple[str, str | None, dict[str, Any] | None]
-
-
-@task(name="validate", retries=2, retry_delay_seconds=[5, 20], cache_policy=CACHED)
-def validate_task(params: str, profile: str | None, overrides: dict | None, token: str) -> Any:
-    from tasks.validate import run_validate
-
-    return run_validate(load_cfg(params, profile, overrides))
+TARGET = "evaluate"  # the last stage a detector needs; Table 1 is `dvc repro table1`
 
 
-@task(name="split", retries=1, retry_delay_seconds=5, cache_policy=CACHED)
-def split_task(params: str, profile: str | None, overrides: dict | None, token: str) -> Any:
-    from tasks.split import run_split
-
-    return run_split(load_cfg(params, profile, overrides))
-
-
-@task(name="base", cache_policy=CACHED)
-def base_task(params: str, profile: str | None, overrides: dict | None, token: str) -> str:
-    from tasks.base_model import run_base
-
-    return str(run_base(load_cfg(params, profile, overrides)))
-
-
-@task(name="stage1", cache_policy=CACHED)
-def stage1_task(params: str, profile: str | None, overrides: dict | None, token: str) -> str:
-    from tasks.train import run_stage1
-
-    return str(run_stage1(load_cfg(params, profile, overrides)))
+@task(name="dvc-experiment", retries=1, retry_delay_seconds=30, cache_policy=NO_CACHE)
+def experiment_task(root: str, name: str, set_params: dict[str, str], targets: list[str], uri: str,
+                    force: bool = False) -> dict[str, Any]:
+    """``dvc exp run --temp``; a retry resumes training from the checkpoints (``paths.checkpoints``)."""
+    logger = get_run_logger()
+    r = Path(root)
+    exp = _dvc.run_experiment(r, name, set_params, targets, _dvc.subprocess_env(r, uri), log=logger.info,
+                              force=force)
+    for stage, what in exp.stages.items():
+        logger.info("stage %s: %s", stage, what)
+    return {"name": exp.name, "rev": exp.rev, "baseline": exp.baseline, "stages": exp.stages}
 
 
-@task(name="stage2", cache_policy=CACHED)
-def stage2_task(params: str, profile: str | None, overrides: dict | None, token: str) -> str:
-    from tasks.train import run_stage2
-
-    return str(run_stage2(load_cfg(params, profile, overrides)))
+@task(name="dvc-push", retries=2, retry_delay_seconds=[10, 30], cache_policy=NO_CACHE)
+def push_task(root: str, rev: str, targets: list[str]) -> int:
+    return _dvc.push(Path(root), rev, targets)
 
 
-@task(name="evaluate", cache_policy=CACHED)
-def evaluate_task(params: str, profile: str | None, overrides: dict | None, token: str,
-                  model_dir: str | None = None, backend: str | None = None) -> dict:
-    from tasks.evaluate import run_evaluate
-
-    return run_evaluate(load_cfg(params, profile, overrides), model_dir=model_dir, backend=backend)
-
-
-@task(name="register", retries=2, retry_delay_seconds=[10, 30], cache_policy=None)
-def register_task(params: str, profile: str | None, overrides: dict | None,
-                  model_dir: str | None = None) -> dict:
+@task(name="register", retries=2, retry_delay_seconds=[10, 30], cache_policy=NO_CACHE)
+def register_task(params: str, profile: str | None, overrides: dict | None, root: str,
+                  exp: dict[str, Any]) -> dict:
+    """Register the experiment's detector, read back from the DVC cache at the experiment's commit, with
+    the metrics of that same commit and the experiment as lineage."""
     from tasks.register import run_register
 
-    return run_register(load_cfg(params, profile, overrides), model_dir=model_dir)
+    cfg = load_cfg(params, profile, overrides)
+    detector, metrics = pipeline_outputs(cfg)
+    lineage = _lineage(Path(root), exp, [detector, f"{cfg.data.out_dir}/splits"])
+    with _dvc.checked_out(Path(root), exp["rev"], [detector, metrics]) as tmp:
+        return run_register(cfg, model_dir=tmp / detector, metrics_file=tmp / metrics, lineage=lineage)
 
 
-def _require(path: str, step: str) -> None:
-    if not Path(path).exists():
-        raise FileNotFoundError(
-            f"{step} returned {path} (possibly from the Prefect cache) but it is not on disk; re-run with "
-            "refresh_cache=true")
+def pipeline_outputs(cfg: Any) -> tuple[str, str]:
+    """The detector folder and the metrics file, relative to the repository (they are DVC outputs)."""
+    return f"{cfg.paths.models}/stage2", f"{cfg.paths.reports}/metrics.json"
+
+
+def _lineage(root: Path, exp: dict[str, Any], outs: list[str]) -> dict[str, str]:
+    tags = _dvc.Experiment(exp["name"], exp["rev"], exp["baseline"]).as_tags()
+    tags.update({f"dvc.md5.{p}": h for p, h in _dvc.lock_hashes(root, exp["rev"], outs).items()})
+    return tags
+
+
+def read_metrics(root: Path, rev: str, rel: str) -> dict[str, Any]:
+    """The metrics file ``rel`` as committed by the experiment ``rev``."""
+    import json
+
+    with _dvc.checked_out(root, rev, [rel]) as tmp:
+        return json.loads((tmp / rel).read_text(encoding="utf-8"))
+
+
+def stages_markdown(title: str, exp: dict[str, Any], pushed: int | None) -> str:
+    lines = [f"# {title}", "", (f"- **DVC experiment**: `{exp['name']}` (commit `{exp['rev'][:12]}`, "
+             f"based on `{exp['baseline'][:12]}`)"),
+             f"- **restore**: `dvc exp apply {exp['name']}` then `dvc checkout` (or `dvc pull`)",
+             f"- **pushed to the DVC remote**: {'not pushed' if pushed is None else f'{pushed} files'}", "",
+             "| stage | what DVC did |", "|---|---|"]
+    lines += [f"| {s} | {w} |" for s, w in exp["stages"].items()]
+    return "\n".join(lines) + "\n"
 
 
 @flow(name="train-detector", log_prints=True)
@@ -86,37 +91,39 @@ def train_detector(
     overrides: dict[str, Any] | None = None,
     backend: str | None = None,
     register_model: bool = True,
-    refresh_cache: bool = False,
+    push_outputs: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Train, evaluate and register one detector; returns the registration summary and the metrics."""
+    """Run the DVC pipeline up to ``evaluate`` as a DVC experiment with ``profile`` and ``overrides``
+    (dotted keys, as ``chintox --set``), push its outputs, register the detector. ``force`` reruns every
+    stage even when DVC has it cached."""
     logger = get_run_logger()
+    root = _dvc.repo_root(Path(params).resolve().parent)
+    overrides = {**(overrides or {}), **({"evaluate.backend": backend} if backend else {})}
     cfg = load_cfg(params, profile, overrides)
-    tok = cache_tokens(cfg, STEPS)
-    a = (params, cfg.profile, overrides)
-    opts = {"refresh_cache": True} if refresh_cache else {}
-    with parent_run(cfg, "train-detector") as parent:
-        logger.info("MLflow parent run %s (%s)", parent["run_id"], cfg.mlflow.tracking_uri)
-        validate_task.with_options(**opts)(*a, token=tok["validate"])
-        split_task.with_options(**opts)(*a, token=tok["split"])
-        base_task.with_options(**opts)(*a, token=tok["base"])
-        stage1_task.with_options(**opts)(*a, token=tok["stage1"])
-        detector = stage2_task.with_options(**opts)(*a, token=tok["stage2"])
-        _require(detector, "stage2")
-        metrics = evaluate_task.with_options(**opts)(*a, token=tok["evaluate"], model_dir=detector,
-                                                     backend=backend)
+    name = _dvc.experiment_name("train-detector")
+    with parent_run(cfg, "train-detector", tags={"dvc.exp_name": name}) as parent:
+        logger.info("MLflow parent run %s (%s); DVC experiment %s", parent["run_id"], tracking_uri(cfg), name)
+        exp = experiment_task(str(root), name, _dvc.set_params(root, profile, overrides), [TARGET],
+                              tracking_uri(cfg), force)
+        pushed = push_task(str(root), exp["rev"], [TARGET]) if push_outputs else None
+        artifact("train-detector-stages", stages_markdown(f"DVC experiment {name}", exp, pushed),
+                 "What DVC ran, restored or skipped, and how to restore the run")
+        metrics = read_metrics(root, exp["rev"], pipeline_outputs(cfg)[1])
         link = run_link(cfg, parent["run_id"], parent["experiment_id"])
         artifact("train-detector-metrics",
                  metrics_markdown(f"Detector metrics ({cfg.profile})", metrics, link,
-                                  {"detector": detector}),
+                                  {"DVC experiment": name, "detector": pipeline_outputs(cfg)[0]}),
                  "Evaluation metrics of the trained detector, with a link to the MLflow run")
-        registered = register_task(*a, model_dir=detector) if register_model else None
+        registered = register_task(params, profile, overrides, str(root), exp) if register_model else None
         if registered:
             artifact("train-detector-registration",
                      metrics_markdown(f"Registered {registered['registered_model']} v{registered['version']}",
                                       metrics, link, {"model_uri": registered["model_uri"],
+                                                      "DVC experiment": name,
                                                       "aliases": ", ".join(registered["aliases"])}),
                      "The registered model version")
-    return {"detector": detector, "metrics": metrics, "registered": registered,
+    return {"experiment": exp, "pushed": pushed, "metrics": metrics, "registered": registered,
             "mlflow_parent_run_id": parent["run_id"]}
 
 

@@ -35,6 +35,19 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, lo
     raise TimeoutError(f"{url} not up after {timeout:.0f} s:\n{tail}")
 
 
+def wait_for(read, timeout: float, what: str, every: float = 1.0):
+    """Call ``read()`` until it returns something other than None (then return that), for at most
+    ``timeout`` seconds; a server's view of a change is awaited, never read once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not there after {timeout:.0f} s")
+        time.sleep(every)
+
+
 class Proc:
     """A background command in its own process group, logged to a file, stopped by its id."""
 
@@ -70,3 +83,26 @@ def base_env(tmp: Path) -> dict[str, str]:
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("CHINTOX_PARENT_RUN_ID", None)
     return env
+
+
+def clone_worktree(dest: Path) -> Path:
+    """A new git repository at ``dest/repo`` holding this checkout's working tree as one commit (tracked
+    and untracked-but-not-ignored files: what a fresh clone of it would hold), with the real data at
+    ``dest/shared`` (as ``../shared`` beside a clone) and its DVC remote at ``dest/chintox-dvc-remote``
+    (the remote in .dvc/config is relative to the clone). Nothing the tests run there touches this
+    checkout's outputs, cache or remote."""
+    import shutil
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    repo = dest / "repo"
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, repo / rel)
+    (dest / "shared").symlink_to(REPO.parent / "shared", target_is_directory=True)
+    git = ["git", "-c", "user.name=chintox-tests", "-c", "user.email=tests@localhost"]
+    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "working tree under test"]):
+        subprocess.run(git + cmd, cwd=repo, check=True, capture_output=True)
+    return repo

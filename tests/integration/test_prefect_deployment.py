@@ -3,8 +3,10 @@ profile; the registry then holds the new version, promotion works, and `detect` 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.request
@@ -12,7 +14,8 @@ from pathlib import Path
 
 import microdet
 import pytest
-from integ_util import REPO, VENV_BIN, Proc, base_env, free_port, wait_http
+import yaml
+from integ_util import REPO, VENV_BIN, Proc, base_env, clone_worktree, free_port, wait_for, wait_http
 from testutil import micro_overrides
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -32,8 +35,9 @@ class PrefectStack:
     """`prefect server start` on 127.0.0.1 with its own PREFECT_HOME and SQLite db, the work pool,
     the deployments of prefect.yaml (deployed with the CLI) and a process worker."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, repo: Path = REPO):
         self.tmp = tmp
+        self.repo = repo
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}/api"
         home = tmp / "prefect_home"
@@ -49,7 +53,7 @@ class PrefectStack:
             "PREFECT_UI_ENABLED": "false",
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
             "PREFECT_LOGGING_LEVEL": "INFO",
-            "PWD": str(REPO),  # prefect.yaml's */local deployments run the code of this checkout
+            "PWD": str(repo),  # prefect.yaml's */local deployments run the code of this checkout
         })
         self.procs: list[Proc] = []
 
@@ -62,17 +66,17 @@ class PrefectStack:
         self.cli("work-pool", "create", "chintox-cpu", "--type", "process")
 
     def cli(self, *args: str, timeout: float = 300) -> str:
-        r = subprocess.run([str(VENV_BIN / "prefect"), *args], cwd=REPO, env=self.env, capture_output=True,
+        r = subprocess.run([str(VENV_BIN / "prefect"), *args], cwd=self.repo, env=self.env, capture_output=True,
                            text=True, timeout=timeout, check=False)
         assert r.returncode == 0, f"prefect {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         return r.stdout
 
     def deploy(self, name: str) -> None:
-        self.cli("--no-prompt", "deploy", "--prefect-file", str(REPO / "prefect.yaml"), "--name", name)
+        self.cli("--no-prompt", "deploy", "--prefect-file", str(self.repo / "prefect.yaml"), "--name", name)
 
     def start_worker(self) -> None:
         w = Proc([str(VENV_BIN / "prefect"), "worker", "start", "--pool", "chintox-cpu", "--type", "process",
-                  "--limit", "1"], self.tmp / "prefect-worker.log", self.env)
+                  "--limit", "1"], self.tmp / "prefect-worker.log", self.env, cwd=self.repo)
         self.procs.append(w)
         self.worker = w
 
@@ -95,15 +99,24 @@ class PrefectStack:
                     {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
         return "\n".join(r["message"] for r in rows)[-6000:]
 
-    def task_states(self, flow_run_id: str) -> dict[str, str]:
-        """``{task name: state name}`` of a flow run's task runs (name without the run suffix)."""
-        rows = _api(f"{self.api}/task_runs/filter", "POST",
-                    {"flow_runs": {"id": {"any_": [flow_run_id]}}})
-        return {r["name"].rsplit("-", 1)[0]: r["state"]["name"] for r in rows}
+    def task_states(self, flow_run_id: str, expect: set[str], timeout: float = 60) -> dict[str, str]:
+        """``{task name: state name}`` of a flow run's task runs (name without the run suffix), awaited
+        until every task in ``expect`` has a final state: Prefect records task runs asynchronously, so a
+        read right after the flow finished can miss one or find it stateless."""
+        def read() -> dict[str, str] | None:
+            rows = _api(f"{self.api}/task_runs/filter", "POST", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+            states = {r["name"].rsplit("-", 1)[0]: (r.get("state") or {}).get("type") for r in rows}
+            return states if all(states.get(t) in TERMINAL for t in expect) else None
+        return wait_for(read, timeout, f"task states {sorted(expect)} of flow run {flow_run_id}")
 
-    def artifacts(self, flow_run_id: str) -> list[dict]:
-        return _api(f"{self.api}/artifacts/filter", "POST",
-                    {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+    def artifacts(self, flow_run_id: str, expect: set[str], timeout: float = 60) -> dict[str, str]:
+        """``{key: markdown}`` of a flow run's artifacts, awaited until every key in ``expect`` is there."""
+        def read() -> dict[str, str] | None:
+            rows = _api(f"{self.api}/artifacts/filter", "POST",
+                        {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+            found = {a["key"]: a.get("data") or "" for a in rows if a.get("key")}
+            return found if expect <= set(found) else None
+        return wait_for(read, timeout, f"artifacts {sorted(expect)} of flow run {flow_run_id}")
 
     def stop(self) -> None:
         for p in reversed(self.procs):
@@ -120,91 +133,128 @@ def prefect_stack(tmp_path):
         stack.stop()
 
 
-def _overrides(root: Path) -> dict:
-    return micro_overrides(root)
-
-
 def _assert_completed(stack: PrefectStack, run: dict) -> None:
     assert run["state"]["type"] == "COMPLETED", (
         f"{run['state']['type']}: {run['state'].get('message')}\n--- flow logs\n{stack.logs(run['id'])}\n"
         f"--- worker log\n{stack.worker.log.read_text()[-4000:]}")
 
 
-def _detect_cli(stack: PrefectStack, root: Path, text: str) -> dict:
-    sets = [x for k, v in _overrides(root).items() for x in ("--set", f"{k}={v}")]
-    r = subprocess.run([str(VENV_BIN / "chintox"), "detect", text, "--profile", "micro", *sets], cwd=REPO,
-                       env=stack.env, capture_output=True, text=True, timeout=300, check=False)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads([x for x in r.stdout.splitlines() if x.startswith("{")][-1])
+def _sh(cmd: list[str], cwd: Path, env: dict) -> str:
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout
 
 
-def _train_steps_available() -> str | None:
-    try:
-        import tasks.evaluate
-        import tasks.split
-        import tasks.train
-        import tasks.validate  # noqa: F401
-    except Exception as e:  # noqa: BLE001
-        return f"{type(e).__name__}: {e}"
-    return None
+def _detect_cli(env: dict, cwd: Path, text: str, profile: str = "micro", sets: list[str] = ()) -> dict:
+    out = _sh([str(VENV_BIN / "python"), "-m", "chintox.cli", "detect", text, "--profile", profile, *sets],
+              cwd, env)
+    return json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
 
 
-def test_train_detector_deployment_end_to_end(prefect_stack, tmp_path, shared_datasets):
-    """train-detector/local on the micro profile -> version with tags -> promote -> detect."""
-    missing = _train_steps_available()
-    if missing:
-        pytest.skip(f"training steps not importable yet ({missing}); "
-                    "test_promote_deployment_and_detect covers the deployment path meanwhile")
+def _sha256(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _stage_table(markdown: str) -> dict[str, str]:
+    rows = dict(re.findall(r"^\| (\w+) \| ([^|]+?) \|$", markdown, flags=re.MULTILINE))
+    rows.pop("stage", None)  # the header
+    return rows
+
+
+def test_train_detector_deployment_end_to_end(tmp_path):
+    """A fresh clone; train-detector/local on the micro profile through a real Prefect server and worker:
+    the pipeline runs as a DVC experiment (the clone's own outputs untouched), its outputs reach the DVC
+    remote, the registered version's lineage restores exactly the files used on another clone, promotion
+    and `detect` follow; a re-run retrains nothing and registers nothing new."""
     from mlflow import MlflowClient
 
-    from chintox.tracking import setup
+    repo = clone_worktree(tmp_path / "machine1")
+    head = _sh(["git", "rev-parse", "HEAD"], repo, dict(os.environ)).strip()
+    committed_lock = yaml.safe_load((repo / "dvc.lock").read_text(encoding="utf-8"))
+    stack = PrefectStack(tmp_path, repo)
+    try:
+        stack.start()
+        stack.deploy("train-detector/local")
+        stack.deploy("promote-detector/local")
+        stack.start_worker()
+        params = {"profile": "micro", "backend": "hf"}
+        run = stack.run("train-detector", "local", params)
+        print(f"train-detector: {run['state']['type']} in {run['seconds']} s")
+        _assert_completed(stack, run)
+        arts = stack.artifacts(run["id"], {"train-detector-stages", "train-detector-metrics",
+                                           "train-detector-registration"})
+        first = _stage_table(arts["train-detector-stages"])
+        assert first == {s: "ran" for s in ("validate", "split", "base", "stage1", "stage2", "evaluate")}, first
+        assert stack.task_states(run["id"], {"dvc-experiment", "dvc-push", "register"}) == {
+            "dvc-experiment": "COMPLETED", "dvc-push": "COMPLETED", "register": "COMPLETED"}
 
-    root = tmp_path / "run"
-    params_mtime = (REPO / "params.yaml").stat().st_mtime_ns
-    prefect_stack.deploy("train-detector/local")
-    prefect_stack.deploy("promote-detector/local")
-    prefect_stack.start_worker()
-    overrides = _overrides(root)
-    params = {"profile": "micro", "overrides": overrides, "backend": "hf"}
-    run = prefect_stack.run("train-detector", "local", params)
-    print(f"train-detector: {run['state']['type']} in {run['seconds']} s")
-    _assert_completed(prefect_stack, run)
-    keys = {a["key"] for a in prefect_stack.artifacts(run["id"])}
-    assert {"train-detector-metrics", "train-detector-registration"} <= keys
+        # the checkout itself is untouched: same params and tracked files, no outputs written into it
+        assert _sh(["git", "status", "--porcelain", "--untracked-files=no"], repo, stack.env) == ""
+        for out in ("data/splits", "data/validated", "models"):
+            assert not (repo / out).exists(), out
 
-    cfg = microdet.micro_config(root)
-    setup(cfg)
-    c = MlflowClient()
-    name = cfg.mlflow.registered_model
-    mv = c.get_model_version_by_alias(name, "challenger")
-    for tag in ("git_commit", "profile", "detector_sha256", "eval_sets"):
-        assert mv.tags.get(tag), tag
-    assert mv.tags["profile"] == "micro"
-    assert any(k.startswith(("dvc.", "data.")) for k in mv.tags)
-    assert any(k.startswith("metrics.toxicn_test") for k in mv.tags)
-    # nested runs under the flow's parent run
-    reg_run = c.get_run(mv.run_id)
-    parent_id = reg_run.data.tags.get("mlflow.parentRunId")
-    assert parent_id and c.get_run(parent_id).data.tags.get("pipeline") == "train-detector"
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        c = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+        name = "chinese-toxicity-detector"
+        mv = c.get_model_version_by_alias(name, "challenger")
+        tags = mv.tags
+        assert tags["profile"] == "micro" and tags["git_commit"] == head
+        exp_rev, exp_name = tags["dvc.exp_rev"], tags["dvc.exp_name"]
+        assert exp_name in arts["train-detector-stages"] and exp_rev[:12] in arts["train-detector-stages"]
+        # nested runs under the flow's parent run
+        parent_id = c.get_run(mv.run_id).data.tags.get("mlflow.parentRunId")
+        assert parent_id and c.get_run(parent_id).data.tags.get("pipeline") == "train-detector"
 
-    prom = prefect_stack.run("promote-detector", "local", {"profile": "micro", "overrides": overrides})
-    _assert_completed(prefect_stack, prom)
-    assert str(c.get_model_version_by_alias(name, "champion").version) == str(mv.version)
-    out = _detect_cli(prefect_stack, root, "你好")
-    assert out["model_version"] == str(mv.version) and out["label"] in (0, 1)
+        # another machine: clone the repository, fetch the experiment, pull its outputs from the remote
+        other = tmp_path / "machine2"
+        other.mkdir()
+        env = stack.env
+        _sh(["git", "clone", "-q", str(repo), str(other / "repo")], tmp_path, env)
+        _sh(["git", "fetch", "-q", "origin", exp_rev], other / "repo", env)
+        _sh(["git", "checkout", "-q", exp_rev], other / "repo", env)
+        (other / "shared").symlink_to(tmp_path / "machine1" / "shared")
+        (other / "chintox-dvc-remote").symlink_to(tmp_path / "machine1" / "chintox-dvc-remote")
+        _sh([str(VENV_BIN / "dvc"), "pull", "-q", "split", "stage2"], other / "repo", env)
+        pulled = other / "repo"
+        lock = yaml.safe_load((pulled / "dvc.lock").read_text(encoding="utf-8"))
+        lock_md5 = {o["path"]: o["md5"] for st in lock["stages"].values() for o in st.get("outs", [])}
+        old_md5 = {o["path"]: o["md5"] for st in committed_lock["stages"].values() for o in st.get("outs", [])}
+        assert tags["dvc.md5.data/splits"] == lock_md5["data/splits"] != old_md5["data/splits"]
+        assert tags["dvc.md5.models/stage2"] == lock_md5["models/stage2"]
+        # the exact files the detector was trained and validated on, by content
+        for split in ("toxicn_train", "toxicn_val"):
+            digest = _sha256(pulled / "data" / "splits" / f"{split}.jsonl")
+            assert [k for k, v in tags.items() if v == digest and split in k], (split, digest, tags)
+        # micro's stage-1 records, not the committed tiny profile's
+        n_stage1 = sum(1 for _ in (pulled / "data" / "splits" / "stage1.jsonl").open(encoding="utf-8"))
+        assert n_stage1 == 200
+        assert tags["detector_sha256"] == _dir_sha256(pulled / "models" / "stage2")
 
-    # a re-run reuses the cached training (no retraining) and registers nothing new
-    run2 = prefect_stack.run("train-detector", "local", params)
-    _assert_completed(prefect_stack, run2)
-    print(f"train-detector re-run: {run2['seconds']} s")
-    if (REPO / "params.yaml").stat().st_mtime_ns == params_mtime:
-        states = prefect_stack.task_states(run2["id"])
-        for step in ("stage1", "stage2", "evaluate"):
-            assert states.get(step) == "Cached", states
-        assert states.get("register") == "Completed", states
+        prom = stack.run("promote-detector", "local", {"profile": "micro"})
+        _assert_completed(stack, prom)
+        champion = wait_for(lambda: (v := c.get_model_version_by_alias(name, "champion")) and v.version or None,
+                            30, "champion alias")
+        assert str(champion) == str(mv.version)
+        out = _detect_cli(stack.env, repo, "你好")
+        assert out["model_version"] == str(mv.version) and out["label"] in (0, 1)
+
+        # nothing changed: DVC restores every stage, nothing retrains, nothing new is registered
+        versions_before = len(c.search_model_versions(f"name='{name}'"))
+        run2 = stack.run("train-detector", "local", params)
+        _assert_completed(stack, run2)
+        print(f"train-detector re-run: {run2['seconds']} s")
+        second = _stage_table(stack.artifacts(run2["id"], {"train-detector-stages"})["train-detector-stages"])
+        assert set(second) == set(first) and "ran" not in second.values(), second
+        assert len(c.search_model_versions(f"name='{name}'")) == versions_before
         assert str(c.get_model_version_by_alias(name, "champion").version) == str(mv.version)
-    else:  # someone edited params.yaml meanwhile: a new cache key is right, nothing to check
-        print("params.yaml changed during the test: cache check skipped")
+    finally:
+        stack.stop()
+
+
+def _dir_sha256(d: Path) -> str:
+    from chintox.provenance import dir_sha256
+
+    return dir_sha256(d)
 
 
 def test_promote_deployment_and_detect(prefect_stack, tmp_path, detector_cache):
@@ -220,9 +270,11 @@ def test_promote_deployment_and_detect(prefect_stack, tmp_path, detector_cache):
     version = run_register(cfg)["version"]
     prefect_stack.deploy("promote-detector/local")
     prefect_stack.start_worker()
-    run = prefect_stack.run("promote-detector", "local", {"profile": "micro", "overrides": _overrides(root)})
+    overrides = micro_overrides(root)
+    run = prefect_stack.run("promote-detector", "local", {"profile": "micro", "overrides": overrides})
     print(f"promote-detector: {run['state']['type']} in {run['seconds']} s")
     _assert_completed(prefect_stack, run)
-    assert "promote-detector-decision" in {a["key"] for a in prefect_stack.artifacts(run["id"])}
-    out = _detect_cli(prefect_stack, root, "你好")
+    prefect_stack.artifacts(run["id"], {"promote-detector-decision"})
+    sets = [x for k, v in overrides.items() for x in ("--set", f"{k}={v}")]
+    out = _detect_cli(prefect_stack.env, REPO, "你好", sets=sets)
     assert out["model_version"] == version
