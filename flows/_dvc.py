@@ -168,17 +168,18 @@ def _log_lines(stream: Any, log: Callable[[str], None], every_s: float = PROGRES
     without thousands of redraws; a finished line is always logged."""
     import time
 
-    last = 0.0
+    last = float("-inf")
     buf = ""
     for chunk in iter(lambda: stream.read1(65536), b""):
         buf += chunk.decode("utf-8", errors="replace")
         parts = re.split(r"(\r\n|\n|\r)", buf)
         buf = parts.pop()  # an unfinished line
         for text, sep in zip(parts[0::2], parts[1::2], strict=True):
-            now = time.monotonic()
-            if sep == "\r" and now - last < every_s:
-                continue  # a redraw, too soon after the last one logged
-            last = now if sep == "\r" else last
+            if sep == "\r":  # a redraw: logged only if it is at least every_s after the last one
+                now = time.monotonic()
+                if not text.strip() or now - last < every_s:
+                    continue
+                last = now
             if text.strip():
                 log(text)
             if sep != "\r":
