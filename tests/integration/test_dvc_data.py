@@ -1,8 +1,11 @@
-"""DVC: `dvc repro validate split` on a small fixture; a second run does nothing; changing
-data.val_fraction reruns only `split`."""
+"""DVC: `dvc repro validate split` on a small fixture. A second run does nothing and `dvc status` is
+clean; a forced rerun writes byte-identical data; a value changed under `profiles.micro` (or in a base
+section) reruns exactly the stage that reads it; an edited line of a stage's code shows in `dvc status`
+for that stage."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -11,10 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "unit" / "data"))
-from rawfix import write_raw
+from rawfix import COLD_TRAIN, TOXICN_TRAIN, write_raw
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,9 +37,32 @@ def _ran(out: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out))
 
 
+def _changed(status: str) -> set[str]:
+    """Stages that `dvc status` reports (their names start a line)."""
+    return set(re.findall(r"(?m)^(\w+):\s*$", status))
+
+
+def _set_param(params: Path, dotted: str, value) -> None:
+    d = yaml.safe_load(params.read_text(encoding="utf-8"))
+    *head, last = dotted.split(".")
+    cur = d
+    for k in head:
+        cur = cur[k]
+    assert last in cur, dotted
+    cur[last] = value
+    params.write_text(yaml.safe_dump(d, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
+def _data_digests(data: Path) -> dict[str, str]:
+    return {str(p.relative_to(data)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(data.rglob("*")) if p.is_file()}
+
+
 def test_repro_is_incremental(tmp_path):
-    # raw data lives at ../shared/datasets relative to the repo, as in dvc.yaml
-    write_raw(tmp_path / "shared" / "datasets")
+    # raw data lives at ../shared/datasets relative to the repo, as in dvc.yaml; a few rows that the
+    # rules quarantine (leakage, duplicate, empty, conflicting labels), so every data output has rows
+    dirty = TOXICN_TRAIN + [("地图炮没意思", 1), ("你们地域黑真的好无聊！", 1), ("  ", 0), ("今天天气不错，出去走走", 1)]
+    write_raw(tmp_path / "shared" / "datasets", toxicn_train=dirty, cold_train=COLD_TRAIN + [("黑人就是懒", 1)])
     repo = tmp_path / "repo"
     repo.mkdir()
     for rel in ("params.yaml", "dvc.yaml"):
@@ -55,9 +82,26 @@ def test_repro_is_incremental(tmp_path):
     assert (repo / "data" / "splits" / "toxicn_val.jsonl").is_file()
     assert (repo / "reports" / "data_docs" / "index.html").is_file()
 
+    first_data = _data_digests(repo / "data")
+    assert (repo / "data" / "quarantine.jsonl").stat().st_size > 0
+
     second = _sh([dvc, "repro", "validate", "split"], repo)
     assert _ran(second) == set(), second
     assert "up to date" in second.lower() or "didn't change" in second
+    assert _changed(_sh([dvc, "status", "validate", "split"], repo)) == set()
+
+    # the same inputs give the same bytes (validated parquet, quarantine, splits, summaries)
+    forced = _sh([dvc, "repro", "--force", "validate", "split"], repo)
+    assert _ran(forced) == {"validate", "split"}, forced
+    assert _data_digests(repo / "data") == first_data
+    assert _changed(_sh([dvc, "status", "validate", "split"], repo)) == set()
+
+    # a profile value reruns exactly the stage that reads it (validate's output is unchanged here, so
+    # split, downstream, is not rerun either)
+    _set_param(params, "profiles.micro.data.max_text_chars", 4000)
+    assert _ran(_sh([dvc, "repro", "validate", "split"], repo)) == {"validate"}
+    _set_param(params, "profiles.micro.data.cqia_max_records", 2)
+    assert _ran(_sh([dvc, "repro", "validate", "split"], repo)) == {"split"}
 
     text = params.read_text(encoding="utf-8")
     params.write_text(re.sub(r"(?m)^(\s*val_fraction:) [0-9.]+", r"\1 0.3", text, count=1), encoding="utf-8")
@@ -65,3 +109,11 @@ def test_repro_is_incremental(tmp_path):
     assert _ran(third) == {"split"}, third
     metrics = _sh([dvc, "metrics", "show"], repo)
     assert "rows_read" in metrics or "sources" in metrics
+
+    # an edited line of code: the step's module, then a library module only validate imports
+    with open(repo / "tasks" / "split.py", "a", encoding="utf-8") as f:
+        f.write("_PROBE = 1\n")
+    assert _changed(_sh([dvc, "status", "validate", "split"], repo)) == {"split"}
+    with open(repo / "chintox" / "textnorm.py", "a", encoding="utf-8") as f:
+        f.write("_PROBE = 1\n")
+    assert _changed(_sh([dvc, "status", "validate", "split"], repo)) == {"validate", "split"}
