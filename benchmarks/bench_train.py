@@ -131,27 +131,28 @@ def main() -> None:
     result["seconds"]["total_train"] = round(time.time() - t_all, 1)
 
     # Quick test check on ToxiCN's published test set (read only now, after training).
+    from chintox.card import DetectorCard
     from chintox.metrics import binary_metrics
     from chintox.modeling import load_model, load_tokenizer
     from chintox.prompting import prompt_from_config
-    from tasks.train import Stage2Data, score_texts
+    from chintox.training.stage2 import Stage2Data, score_texts
 
     det_dir = Path(cfg.paths.models) / "stage2"
-    detector = json.loads((det_dir / "detector.json").read_text())
+    detector = DetectorCard.read(det_dir)
     tok, model = load_tokenizer(det_dir / "merged"), load_model(det_dir / "merged")
     raw = Path(cfg.data.raw_dir) if Path(cfg.data.raw_dir).is_absolute() else (REPO / cfg.data.raw_dir)
     test = json.loads((raw / "toxicn" / "test.json").read_text(encoding="utf-8"))
     recs = [{"text": r["content"].strip(), "label": int(r["toxic"])} for r in test]
-    data = Stage2Data(tok, prompt_from_config(cfg), recs, detector["max_seq_len"])
+    data = Stage2Data(tok, prompt_from_config(cfg), recs, detector.max_seq_len)
     t = time.time()
     scores, _loss = score_texts(model, data, 64, desc="ToxiCN test")
     result["seconds"]["score_test"] = round(time.time() - t, 1)
     result["test_at_0.5"] = binary_metrics(data.labels, scores, 0.5)
-    result["test_at_val_threshold"] = binary_metrics(data.labels, scores, detector["threshold"])
+    result["test_at_val_threshold"] = binary_metrics(data.labels, scores, detector.threshold)
     result["test_majority_accuracy"] = max(sum(data.labels), len(data.labels) - sum(data.labels)) / len(data.labels)
-    result["val_metrics"] = detector["val_metrics"]
-    result["threshold"] = detector["threshold"]
-    result["selected_epoch"] = detector["selected_epoch"]
+    result["val_metrics"] = detector.val_metrics
+    result["threshold"] = detector.threshold
+    result["selected_epoch"] = detector.selected_epoch
     result["peak_rss_gib"] = round(peak_rss_gib(), 2)
     out = args.out or (ws / "bench.json")
     out.write_text(json.dumps(result, indent=2))

@@ -123,7 +123,7 @@ def evaluate(
 @app.command()
 def table1(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
     """The study's Table 1: zero-shot base, stage-2-only, stage-1+2, both backends, TF-IDF reference."""
-    from tasks.evaluate import run_table1
+    from tasks.table1 import run_table1
 
     cfg = _cfg(params, profile, set_)
     _print({"table": str(run_table1(cfg))})

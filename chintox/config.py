@@ -105,7 +105,7 @@ class StageConfig:
     enabled: bool = True
     select_metric: str = "f1"
     # stage 2 loss at the answer position: "full" = cross-entropy over the vocabulary (target 是/否),
-    # "pair" = 2-way softmax over the two answer tokens only (see tasks.train.answer_loss)
+    # "pair" = 2-way softmax over the two answer tokens only (see chintox.training.stage2.answer_loss)
     loss: Literal["full", "pair"] = "full"
 
     def __post_init__(self) -> None:
@@ -142,6 +142,7 @@ class EvaluateConfig:
     # Table 1's detector rows, relative to paths.models, each placed by its own detector.json
     table1_detectors: list[str] = field(default_factory=lambda: ["stage2", "table1_arm/stage2"])
     table1_backends: list[str] = field(default_factory=lambda: ["vllm", "hf"])
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where the hf backend scores (vLLM: its own platform)
 
 
 @dataclass(frozen=True)

@@ -1,46 +1,40 @@
 """A trained detector folder as one object: ``Detector(path).predict(texts)``.
 
-The folder (written by the stage-2 step) holds ``detector.json`` (answer words, val-tuned threshold,
-max_seq_len, ...), ``prompt.txt`` and ``merged/`` (the merged model with its tokenizer). Scores come
-from a :class:`chintox.scoring.Scorer` (backend ``hf`` by default: no vLLM import), labels from the
-folder's tuned threshold (``threshold``; ``threshold_default`` or 0.5 when absent). The MLflow pyfunc
-(:mod:`chintox.pyfunc`) wraps this class.
+The folder (written by the stage-2 step) holds its card ``detector.json`` (:class:`chintox.card.
+DetectorCard`: answer words, val-tuned threshold, dtype, context window, ...), ``prompt.txt`` and
+``merged/`` (the merged model with its tokenizer). Scores come from a :class:`chintox.scoring.Scorer`
+(backend ``hf`` by default: no vLLM import), in the card's ``dtype`` with the card's ``max_model_len``,
+labels from the card's tuned ``threshold``. The MLflow pyfunc (:mod:`chintox.pyfunc`) wraps this class.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from chintox.modeling import ModelLoadError, resolve_model_ref
+from chintox.card import DetectorCard
+from chintox.modeling import resolve_model_ref
 from chintox.prompting import load_prompt
 
 
 class Detector:
     def __init__(self, path: str | Path, backend: str = "hf", threshold: float | None = None,
                  max_model_len: int | None = None, batch_size: int = 32, dtype: str | None = None,
-                 progress: bool = False, **backend_kwargs: Any):
+                 progress: bool = False, device: str = "auto", **backend_kwargs: Any):
         p = Path(path)
-        if not (p / "detector.json").is_file():
-            raise ModelLoadError(f"{p.resolve()} is not a detector folder (no detector.json)")
         self.path = p
-        self.info: dict[str, Any] = json.loads((p / "detector.json").read_text(encoding="utf-8"))
-        info = self.info
-        self.prompt = load_prompt(p / "prompt.txt", info.get("answer_positive", "是"),
-                                  info.get("answer_negative", "否"))
-        if threshold is None:
-            threshold = info.get("threshold", info.get("threshold_default", 0.5))
-        self.threshold = float(threshold)
+        self.card = DetectorCard.read(p)
+        card = self.card
+        self.prompt = load_prompt(p / "prompt.txt", card.answer_positive, card.answer_negative)
+        self.threshold = float(card.threshold if threshold is None else threshold)
         model_path = resolve_model_ref(p / "merged")
-        kw: dict[str, Any] = {
-            "max_model_len": int(max_model_len or info.get("max_model_len") or 1024),
-            "dtype": dtype or info.get("dtype", "float32"), "progress": progress}
+        kw: dict[str, Any] = {"max_model_len": int(max_model_len or card.max_model_len),
+                              "dtype": dtype or card.dtype, "progress": progress}
         kw.update(backend_kwargs)
         if backend == "hf":
             from chintox.scoring.hf import HFScorer
 
-            self.scorer = HFScorer(model_path, self.prompt, batch_size=batch_size, **kw)
+            self.scorer = HFScorer(model_path, self.prompt, batch_size=batch_size, device=device, **kw)
         elif backend == "vllm":
             from chintox.scoring.vllm_backend import VLLMScorer
 
@@ -56,7 +50,7 @@ class Detector:
         return [float(s) for s in self.scorer.score(list(texts))] if texts else []
 
     def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        """One ``{"label": 0|1, "score": float}`` per text (label = score >= the folder's threshold)."""
+        """One ``{"label": 0|1, "score": float}`` per text (label = score >= the card's threshold)."""
         return [{"label": int(s >= self.threshold), "score": s} for s in self.scores(texts)]
 
     def close(self) -> None:

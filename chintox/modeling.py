@@ -30,10 +30,19 @@ def pick_device(preference: str = "auto") -> str:
     import torch
 
     if preference == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("train.device is 'cuda' but no CUDA device is available")
+        raise ModelLoadError("device 'cuda' was asked for (train.device / evaluate.device) but no CUDA "
+                             "device is available")
     if preference == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return preference
+
+
+def model_window(model_or_config: Any, max_model_len: int) -> int:
+    """The context window a model is run with: ``max_model_len``, capped by the model's
+    ``max_position_embeddings`` when its config has one."""
+    cfg = getattr(model_or_config, "config", model_or_config)
+    mpe = getattr(cfg, "max_position_embeddings", None)
+    return int(min(max_model_len, mpe)) if mpe else int(max_model_len)
 
 
 def _looks_local(ref: str) -> bool:

@@ -194,11 +194,36 @@ def answer_logits(
     return head(_gather_last(hidden, suffix_lengths))
 
 
+def pair_score(logits: torch.Tensor, pos_id: int, neg_id: int) -> torch.Tensor:
+    """The detector's score from next-token logits ``[B, V]``: p(pos) / (p(pos) + p(neg)) per row, as
+    the 2-way softmax of the two answer tokens' logits, in float32 (the one definition of the score
+    for a model's logits)."""
+    return torch.log_softmax(logits.float()[:, [neg_id, pos_id]], dim=-1)[:, 1].exp()
+
+
+def answer_scores(
+    model: Any,
+    prefix_ids: Any,
+    suffix_ids: torch.LongTensor,
+    suffix_lengths: torch.LongTensor,
+    pos_id: int,
+    neg_id: int,
+    prefix_cache: PrefixCache | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The detector's scores of a batch, for stage-2 validation and the ``hf`` backend alike:
+    ``(scores [B], logits [B, V])``, both float32 on the model's device, from :func:`answer_logits`
+    (same arguments) and :func:`pair_score`."""
+    logits = answer_logits(model, prefix_ids, suffix_ids, suffix_lengths, prefix_cache=prefix_cache).float()
+    return pair_score(logits, pos_id, neg_id), logits
+
+
 __all__ = [
     "PrefixCache",
     "answer_logits",
+    "answer_scores",
     "build_prefix_cache",
     "encode_prompt_parts",
     "encode_texts",
     "full_answer_logits",
+    "pair_score",
 ]

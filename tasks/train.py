@@ -12,7 +12,9 @@ per text). ToxiCN val is scored after every epoch; the kept epoch is the best on
 ``train.stage2.select_metric`` and the decision threshold is the one maximising val F1. Test sets are
 never read here.
 
-The loop (``chintox.training.loop``) is explicit and resumable; see its docstring.
+The loop (``chintox.training.loop``) is explicit and resumable; see its docstring. Stage 2's data,
+loss and validation scoring are in ``chintox.training.stage2``; the detector folder's ``detector.json``
+is a :class:`chintox.card.DetectorCard`.
 """
 
 from __future__ import annotations
@@ -28,13 +30,29 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from chintox.card import (
+    LINEAGE_STAGE1_DATA,
+    LINEAGE_TRAIN,
+    LINEAGE_UPSTREAM,
+    LINEAGE_UPSTREAM_DIR,
+    LINEAGE_VAL,
+    DetectorCard,
+)
 from chintox.config import Config, StageConfig
 from chintox.metrics import binary_metrics, tune_threshold
-from chintox.modeling import BASE_POINTER, ModelLoadError, load_model, load_tokenizer, resolve_model_ref
+from chintox.modeling import (
+    BASE_POINTER,
+    ModelLoadError,
+    load_model,
+    load_tokenizer,
+    model_window,
+    resolve_model_ref,
+)
+from chintox.provenance import dir_sha256, file_sha256
+from chintox.training.stage2 import Stage2Data, answer_loss, score_texts
 
 log = logging.getLogger("chintox.train")
 
-DETECTOR_FILE = "detector.json"
 VAL_METRICS_FILE = "val_metrics.json"
 
 
@@ -97,7 +115,9 @@ def config_hash(cfg: Config, stage: str, upstream: str, data_files: list[Path]) 
 
 
 def _split_file(cfg: Config, name: str) -> Path:
-    return Path(cfg.data.out_dir) / "splits" / f"{name}.jsonl"
+    from chintox.splits import split_path
+
+    return split_path(cfg.data.out_dir, name)  # type: ignore[arg-type]
 
 
 def _accelerator(cfg: Config) -> Any:
@@ -132,11 +152,15 @@ def _peft_model(model: Any, sc: StageConfig) -> Any:
     return pm
 
 
+def _train_dtype(cfg: Config, accelerator: Any) -> str:
+    """The dtype the model is trained in (and the detector served in): ``model.dtype`` on a GPU;
+    float32 on CPU, where trainable copies and LoRA weights stay float32."""
+    return cfg.model.dtype if accelerator.device.type == "cuda" else "float32"
+
+
 def _load_upstream(cfg: Config, ref: str, accelerator: Any) -> tuple[Any, Any]:
     tok = load_tokenizer(ref, trust_remote_code=cfg.model.trust_remote_code)
-    # Trainable copies and LoRA weights stay float32 on CPU; bf16 only via autocast on GPU.
-    dtype = cfg.model.dtype if accelerator.device.type == "cuda" else "float32"
-    model = load_model(ref, dtype=dtype, device=str(accelerator.device),
+    model = load_model(ref, dtype=_train_dtype(cfg, accelerator), device=str(accelerator.device),
                        trust_remote_code=cfg.model.trust_remote_code)
     return tok, model
 
@@ -299,7 +323,8 @@ def run_stage1(cfg: Config, out: Path | None = None, run_name: str = "stage1") -
             # no wall-clock time or resume point in it: the same inputs give the same bytes
             (tmp / "train_info.json").write_text(json.dumps({
                 "base_model": str(base_dir), "config_hash": chash, "examples": len(examples),
-                "history": result["history"]}, indent=2))
+                "history": result["history"],
+                "lineage": {LINEAGE_STAGE1_DATA: file_sha256(_split_file(cfg, "stage1"))}}, indent=2))
             _publish(tmp, out)
             mlflow.log_artifacts(str(out / "adapter"), artifact_path="adapter")
             mlflow.log_metric("train_seconds", time.time() - t0)
@@ -309,69 +334,25 @@ def run_stage1(cfg: Config, out: Path | None = None, run_name: str = "stage1") -
 # ----------------------------------------------------------------------------- stage 2
 
 
-class Stage2Data:
-    """Tokenised ToxiCN records for the shared-prefix forward: text+suffix ids, labels."""
-
-    def __init__(self, tokenizer: Any, prompt: Any, records: list[dict], max_seq_len: int):
-        from chintox.prefix import encode_prompt_parts
-        from chintox.prompting import answer_token_ids
-
-        self.prefix_ids, self.suffix = encode_prompt_parts(tokenizer, prompt)
-        self.pos_id, self.neg_id = answer_token_ids(tokenizer, prompt)
-        self.max_suffix = max_seq_len - len(self.prefix_ids)
-        if self.max_suffix < 8:
-            raise ValueError(f"max_seq_len {max_seq_len} leaves no room for the text after the "
-                             f"{len(self.prefix_ids)}-token prompt")
-        self.tokenizer = tokenizer
-        self.texts = [r["text"] for r in records]
-        self.labels = [int(r["label"]) for r in records]
-
-    def batch(self, idx: list[int]) -> tuple[Any, Any, Any]:
-        import torch
-
-        from chintox.prefix import encode_texts
-
-        ids, lengths = encode_texts(self.tokenizer, [self.texts[i] for i in idx], self.suffix, self.max_suffix)
-        y = torch.tensor([self.labels[i] for i in idx], dtype=torch.long)
-        return ids, lengths, y
-
-
-def answer_loss(logits: Any, y: Any, pos_id: int, neg_id: int, kind: str) -> Any:
-    """Loss on the answer position. ``full``: cross-entropy over the whole vocabulary with the answer
-    token as target (the model also learns to put its mass on the two answer words, which matters
-    to a generation-based scorer). ``pair``: 2-way softmax over (否, 是) only."""
-    import torch.nn.functional as F
-
-    if kind == "pair":
-        pair = logits[:, [neg_id, pos_id]].float()
-        return F.cross_entropy(pair, y.to(logits.device))
-    target = (y * pos_id + (1 - y) * neg_id).to(logits.device)
-    return F.cross_entropy(logits.float(), target)
-
-
-def score_texts(model: Any, data: Stage2Data, batch_size: int, desc: str = "score",
-                loss_kind: str = "full") -> tuple[list[float], float]:
-    """p(是)/(p(是)+p(否)) per text, and the mean answer loss (of the kind training uses)."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from chintox.prefix import answer_logits, build_prefix_cache
-
-    was_training = model.training
-    model.eval()
-    scores: list[float] = []
-    loss_sum = 0.0
-    with torch.no_grad():
-        cache = build_prefix_cache(model, data.prefix_ids)
-        for s in tqdm(range(0, len(data.texts), batch_size), desc=desc, unit="batch", leave=False):
-            idx = list(range(s, min(s + batch_size, len(data.texts))))
-            ids, lengths, y = data.batch(idx)
-            logits = answer_logits(model, data.prefix_ids, ids, lengths, prefix_cache=cache).float()
-            pair = torch.log_softmax(logits[:, [data.neg_id, data.pos_id]], dim=-1)
-            scores += pair[:, 1].exp().tolist()
-            loss_sum += float(answer_loss(logits, y, data.pos_id, data.neg_id, loss_kind)) * len(idx)
-    model.train(was_training)
-    return scores, loss_sum / max(1, len(data.texts))
+def _lineage(cfg: Config, stage1_dir: Path, upstream: str) -> dict[str, str]:
+    """What the detector was trained and validated on, by content: sha256 of the ToxiCN train and val
+    split files, of the upstream folder it was given (``model.stage1``) and of the model it actually
+    loaded (``model.upstream``: the base behind a stage-1 pointer; ``hub:<id>`` for a hub model), and
+    the stage-1 records' hash that stage 1 recorded when it ran."""
+    lineage = {LINEAGE_TRAIN: file_sha256(_split_file(cfg, "toxicn_train")),
+               LINEAGE_VAL: file_sha256(_split_file(cfg, "toxicn_val")),
+               LINEAGE_UPSTREAM_DIR: dir_sha256(stage1_dir)}
+    up = Path(upstream)
+    if up.resolve() == stage1_dir.resolve():
+        lineage[LINEAGE_UPSTREAM] = lineage[LINEAGE_UPSTREAM_DIR]
+    else:
+        lineage[LINEAGE_UPSTREAM] = dir_sha256(up) if up.is_dir() else f"hub:{upstream}"
+    info = stage1_dir / "train_info.json"
+    if info.is_file():
+        recorded = json.loads(info.read_text(encoding="utf-8")).get("lineage", {})
+        if LINEAGE_STAGE1_DATA in recorded:
+            lineage[LINEAGE_STAGE1_DATA] = recorded[LINEAGE_STAGE1_DATA]
+    return dict(sorted(lineage.items()))
 
 
 def run_stage2(cfg: Config, stage1_dir: Path | None = None, out: Path | None = None,
@@ -380,7 +361,8 @@ def run_stage2(cfg: Config, stage1_dir: Path | None = None, out: Path | None = N
     ``<paths.models>/stage1``); the detector folder ``out`` (default ``<paths.models>/stage2``).
 
     Folder contract: ``merged/`` (HF model + tokenizer, safetensors), ``adapter/`` (peft, relative
-    to the stage-1 model), ``prompt.txt``, ``detector.json`` and ``val_metrics.json``. Checkpoints go
+    to the stage-1 model), ``prompt.txt``, ``detector.json`` (a :class:`DetectorCard`, with the
+    lineage of :func:`_lineage`) and ``val_metrics.json``. Checkpoints go
     to ``<paths.checkpoints>/<run_name>``; only the pipeline's own detector (the default ``out``)
     writes the DVC metric ``<paths.reports>/stage2_val_metrics.json``.
     """
@@ -451,16 +433,19 @@ def run_stage2(cfg: Config, stage1_dir: Path | None = None, out: Path | None = N
         metrics_out = {"selected_epoch": result["best"]["epoch"], "threshold": threshold,
                        "at_0.5": val_metrics, "at_threshold": val_tuned, "history": result["history"]}
         (tmp / VAL_METRICS_FILE).write_text(json.dumps(metrics_out, indent=2))
-        detector = {
-            "base_model": str(stage1_dir), "base_model_resolved": upstream, "stage1_enabled": stage1_enabled,
-            "profile": cfg.profile, "answer_positive": prompt.answer_positive,
-            "answer_negative": prompt.answer_negative, "prompt_sha256": prompt.sha256,
-            "threshold": threshold, "threshold_default": 0.5, "max_seq_len": sc.max_seq_len,
-            "val_metrics": val_metrics, "val_metrics_at_threshold": val_tuned,
-            "selected_epoch": result["best"]["epoch"], "select_metric": sc.select_metric,
-            "config_hash": chash, "train_examples": len(train.texts), "loss": sc.loss,
-        }
-        (tmp / DETECTOR_FILE).write_text(json.dumps(detector, indent=2, ensure_ascii=False))
+        card = DetectorCard(
+            base_model=str(stage1_dir), base_model_resolved=upstream, stage1_enabled=stage1_enabled,
+            profile=cfg.profile, answer_positive=prompt.answer_positive,
+            answer_negative=prompt.answer_negative, prompt_sha256=prompt.sha256,
+            threshold=threshold, threshold_default=0.5, max_seq_len=sc.max_seq_len,
+            val_metrics=val_metrics, val_metrics_at_threshold=val_tuned,
+            selected_epoch=result["best"]["epoch"], select_metric=sc.select_metric,
+            config_hash=chash, train_examples=len(train.texts), loss=sc.loss,
+            dtype=_train_dtype(cfg, accelerator),
+            max_model_len=model_window(model.config, cfg.evaluate.max_model_len),
+            lineage=_lineage(cfg, stage1_dir, upstream),
+        )
+        card_file = card.write(tmp)
         _publish(tmp, out)
         if own:  # DVC metric (outside models/stage2: DVC forbids a metrics file inside a directory out)
             Path(cfg.paths.reports).mkdir(parents=True, exist_ok=True)
@@ -469,7 +454,7 @@ def run_stage2(cfg: Config, stage1_dir: Path | None = None, out: Path | None = N
         mlflow.log_metrics({f"final_val_{k}": v for k, v in val_metrics.items()})
         mlflow.log_metrics({"threshold": threshold, "train_seconds": time.time() - t0})
         mlflow.log_artifacts(str(out / "adapter"), artifact_path="adapter")
-        mlflow.log_artifact(str(out / DETECTOR_FILE))
+        mlflow.log_artifact(str(out / card_file.name))
     return out
 
 
@@ -495,4 +480,4 @@ def run_table1_arm(cfg: Config) -> Path:
     return run_stage2(flipped, stage1_dir=s1, out=root / "stage2", run_name=f"{ARM_DIR}.stage2")
 
 
-__all__ = ["ModelLoadError", "run_stage1", "run_stage2", "run_table1_arm", "score_texts"]
+__all__ = ["ModelLoadError", "run_stage1", "run_stage2", "run_table1_arm"]

@@ -41,3 +41,23 @@ def free_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def detector_card(**overrides):
+    """A complete :class:`chintox.card.DetectorCard` for test detector folders; ``overrides`` replace
+    fields (``write(folder)`` it next to ``merged/`` and ``prompt.txt``)."""
+    import hashlib
+
+    from chintox.card import DetectorCard
+
+    prompt = (REPO / "prompts" / "toxicity_zh.txt").read_text(encoding="utf-8")
+    fields = {
+        "base_model": "tiny", "base_model_resolved": "tiny", "stage1_enabled": False, "profile": "micro",
+        "answer_positive": "是", "answer_negative": "否",
+        "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(), "threshold": 0.5,
+        "threshold_default": 0.5, "max_seq_len": 256, "val_metrics": {"f1": 0.5},
+        "val_metrics_at_threshold": {"f1": 0.5}, "selected_epoch": 1, "select_metric": "f1",
+        "config_hash": "test", "train_examples": 0, "loss": "full", "dtype": "float32", "max_model_len": 1024,
+        "lineage": {},
+    }
+    return DetectorCard(**{**fields, **overrides})

@@ -1,7 +1,9 @@
 """The scorer interface every backend implements, and the prompt encoding they all share.
 
 Score of a text = p(positive word) / (p(positive word) + p(negative word)) at the first answer
-position, after the study's prompt rendered through the model's chat template.
+position, after the study's prompt rendered through the model's chat template: from a model's logits
+by :func:`chintox.prefix.answer_scores` (the ``hf`` backend and stage-2 validation share it), from
+returned log-probabilities by :func:`two_way_score` (vLLM).
 
 Token ids are built here, once, for every backend (vLLM receives them as ``TokensPrompt``), so the
 backends see identical tokens:
@@ -96,7 +98,9 @@ def parse_answer(output: str, prompt: Prompt) -> int:
 
 
 def two_way_score(lp_pos: np.ndarray, lp_neg: np.ndarray) -> np.ndarray:
-    """p(pos) / (p(pos) + p(neg)) from log-probabilities (or logits: the ratio is the same)."""
+    """p(pos) / (p(pos) + p(neg)) from two log-probabilities (or logits: the ratio is the same), for
+    the backends that only get log-probabilities back (vLLM, ``generate``); a model's own logits are
+    scored with :func:`chintox.prefix.pair_score`."""
     d = np.asarray(lp_pos, dtype=np.float64) - np.asarray(lp_neg, dtype=np.float64)
     return 1.0 / (1.0 + np.exp(-d))
 

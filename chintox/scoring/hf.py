@@ -12,19 +12,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from chintox.modeling import load_model, load_tokenizer
+from chintox.modeling import load_model, load_tokenizer, model_window, pick_device
+from chintox.prefix import answer_scores, pair_score
 from chintox.prompting import Prompt, answer_token_ids
-from chintox.scoring.base import PromptEncoder, Scorer, parse_answer, two_way_score
-
-
-def model_window(model_or_config: Any, max_model_len: int) -> int:
-    cfg = getattr(model_or_config, "config", model_or_config)
-    mpe = getattr(cfg, "max_position_embeddings", None)
-    return int(min(max_model_len, mpe)) if mpe else int(max_model_len)
+from chintox.scoring.base import PromptEncoder, Scorer, parse_answer
 
 
 class HFScorer(Scorer):
@@ -42,6 +36,7 @@ class HFScorer(Scorer):
         self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
         self.prompt = prompt
         self.answer_ids = answer_token_ids(self.tokenizer, prompt)  # PromptError when multi-token
+        device = pick_device(device)  # auto | cpu | cuda (evaluate.device)
         self.model = load_model(model_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         self.model.eval()
         self.max_len = model_window(self.model, max_model_len)
@@ -58,8 +53,6 @@ class HFScorer(Scorer):
     def score(self, texts: list[str]) -> np.ndarray:
         import torch
         from tqdm.auto import tqdm
-
-        from chintox.prefix import answer_logits
 
         rows = self.encoder.encode(list(texts), self.stats)
         n = len(rows)
@@ -78,11 +71,10 @@ class HFScorer(Scorer):
                 for j, r in enumerate(batch):
                     ids[j, : len(r)] = torch.tensor(r, dtype=torch.long)
                 lengths = torch.tensor([len(r) for r in batch], dtype=torch.long)
-                logits = answer_logits(self.model, self.encoder.prefix_ids, ids, lengths,
-                                       prefix_cache=self.prefix_cache).float()
-                logp = torch.log_softmax(logits, dim=-1)
-                two = logp[:, [pos, neg]].double().cpu().numpy()
-                scores[idx] = two_way_score(two[:, 0], two[:, 1])
+                s, logits = answer_scores(self.model, self.encoder.prefix_ids, ids, lengths, pos, neg,
+                                          prefix_cache=self.prefix_cache)
+                scores[idx] = s.double().cpu().numpy()
+                two = torch.log_softmax(logits, dim=-1)[:, [pos, neg]].double().cpu().numpy()
                 mass[idx] = np.exp(two).sum(axis=1)
                 bar.update(len(batch))
         self.answer_mass = mass
@@ -97,9 +89,8 @@ class HFScorer(Scorer):
             input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_new_tokens,
             do_sample=False, output_scores=True, return_dict_in_generate=True,
             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
-        first = torch.log_softmax(out.scores[0][0].float(), dim=-1)
         pos, neg = self.answer_ids
-        score = float(two_way_score(first[pos].item(), first[neg].item()))
+        score = float(pair_score(out.scores[0][:1], pos, neg)[0])
         text = self.tokenizer.decode(out.sequences[0, ids.shape[1]:], skip_special_tokens=True)
         return text, score
 

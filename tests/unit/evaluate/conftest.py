@@ -7,12 +7,12 @@ both backends.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from _eval_fixtures import REPO, make_texts, micro_cfg_at
+from testutil import detector_card
 
 
 def pytest_configure(config):
@@ -44,7 +44,5 @@ def micro_detector_dir(micro_model_dir, tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("detector")
     shutil.copytree(micro_model_dir, d / "merged")
     shutil.copy(REPO / "prompts" / "toxicity_zh.txt", d / "prompt.txt")
-    (d / "detector.json").write_text(json.dumps({
-        "base_model": "tiny", "stage1_enabled": True, "profile": "micro", "answer_positive": "是",
-        "answer_negative": "否", "threshold": 0.45, "threshold_default": 0.5, "max_seq_len": 256}))
+    detector_card(stage1_enabled=True, threshold=0.45, max_seq_len=256).write(d)
     return d

@@ -46,6 +46,12 @@ def test_run_evaluate_writes_metrics_predictions_plots_and_mlflow(workspace):
         assert len(rows) == 40 and {"id", "label", "score", "pred", "pred_tuned"} == set(rows[0])
     assert m["speed"]["samples_per_s"] > 0 and m["speed"]["startup_seconds"] > 0
     assert m["threshold_source"] == "detector.json"
+    # self-describing: which detector folder and which evaluation files these metrics are of
+    from chintox.provenance import dir_sha256, file_sha256
+
+    assert m["detector_sha256"] == dir_sha256(root / "models" / "stage2")
+    assert m["eval_data_sha256"] == {s: file_sha256(root / "data" / "splits" / f"{s}.jsonl")
+                                     for s in ("toxicn_test", "cold_test")}
     details = json.loads((reports / "eval_details.json").read_text())
     ci = details["toxicn_test"]["ci95_default"]["f1"]
     assert ci[0] <= m["toxicn_test"]["default"]["f1"] <= ci[1]
@@ -72,7 +78,7 @@ def test_base_model_without_threshold_tunes_on_val(workspace, tmp_path):
 
 
 def test_table1_marks_missing_rows_and_has_reference(workspace):
-    from tasks.evaluate import run_table1
+    from tasks.table1 import run_table1
 
     cfg, root = workspace
     md = run_table1(cfg)

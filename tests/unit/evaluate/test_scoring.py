@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
 import pytest
 from _eval_fixtures import REPO, make_texts, micro_cfg_at
+from testutil import detector_card
 
 from chintox.modeling import ModelLoadError
 from chintox.prompting import Prompt, PromptError, load_prompt
@@ -82,8 +82,7 @@ def test_multi_token_answer_word_fails_at_startup(micro_model_dir, tmp_path):
     d = tmp_path / "det"
     shutil.copytree(micro_model_dir, d / "merged")
     shutil.copy(REPO / "prompts" / "toxicity_zh.txt", d / "prompt.txt")
-    (d / "detector.json").write_text(json.dumps({"answer_positive": "有毒内容啊", "answer_negative": "否",
-                                                 "threshold": 0.5}))
+    detector_card(answer_positive="有毒内容啊").write(d)
     cfg = micro_cfg_at(tmp_path)
     with pytest.raises(PromptError, match="single token"):
         make_scorer(d, cfg, "hf", progress=False)

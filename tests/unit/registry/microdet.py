@@ -67,27 +67,27 @@ def build_micro_detector(cfg: Config, cache: Path | None = None) -> Path:
     model.save_pretrained(out / "merged", safe_serialization=True)
     tok.save_pretrained(out / "merged")
     (out / "prompt.txt").write_text(prompt, encoding="utf-8")
-    (out / "detector.json").write_text(json.dumps({
-        "base_model": "tiny",
-        "stage1_enabled": False,
-        "profile": cfg.profile,
-        "answer_positive": cfg.model.answer_positive,
-        "answer_negative": cfg.model.answer_negative,
-        "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
-        "threshold": 0.5,
-        "threshold_default": 0.5,
-        "max_seq_len": 256,
-        "val_metrics": {"f1": 0.5},
-    }, indent=2), encoding="utf-8")
+    _testutil().detector_card(profile=cfg.profile, answer_positive=cfg.model.answer_positive,
+                              answer_negative=cfg.model.answer_negative,
+                              prompt_sha256=hashlib.sha256(prompt.encode()).hexdigest()).write(out)
     if cache is not None:
         shutil.copytree(out, cache, dirs_exist_ok=True)
     return out
 
 
 def write_metrics(cfg: Config, metrics: dict[str, Any] | None = None) -> Path:
+    """metrics.json as run_evaluate writes it for the detector now in ``<models>/stage2``: it names
+    the folder's hash and the evaluation files' hashes (the files are written first when missing)."""
+    from chintox.provenance import dir_sha256, file_sha256
+
+    splits = Path(cfg.data.out_dir) / "splits"
+    if not all((splits / f"{s}.jsonl").is_file() for s in cfg.evaluate.sets):
+        write_eval_sets(cfg)
+    scored = {"detector_sha256": dir_sha256(Path(cfg.paths.models) / "stage2"),
+              "eval_data_sha256": {s: file_sha256(splits / f"{s}.jsonl") for s in cfg.evaluate.sets}}
     p = Path(cfg.paths.reports) / "metrics.json"
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(metrics or default_metrics(), indent=2), encoding="utf-8")
+    p.write_text(json.dumps({**(metrics or default_metrics()), **scored}, indent=2), encoding="utf-8")
     return p
 
 
@@ -102,7 +102,7 @@ def write_eval_sets(cfg: Config, tag: str = "v1") -> None:
 
 def retrain(cfg: Config, seed_note: str) -> None:
     """Make the detector folder differ (a new 'training' result) without rebuilding the model."""
-    p = Path(cfg.paths.models) / "stage2" / "detector.json"
-    meta = json.loads(p.read_text())
-    meta["note"] = seed_note
-    p.write_text(json.dumps(meta, indent=2))
+    from chintox.card import DetectorCard
+
+    d = Path(cfg.paths.models) / "stage2"
+    DetectorCard(**{**DetectorCard.read(d).to_dict(), "config_hash": seed_note}).write(d)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from _train_fixtures import REPO, workspace
+from testutil import detector_card
 
 from chintox.config import ConfigError, load_config
 from chintox.modeling import BASE_POINTER, ModelLoadError, load_tokenizer
@@ -71,7 +72,7 @@ def test_unknown_params_key_is_a_clear_error(tmp_path):
 
 
 def test_table1_arm_flips_stage1_and_lands_in_its_row(tmp_path):
-    from tasks.evaluate import ROW_BASE, ROW_S2, ROW_S12, _default_rows
+    from tasks.table1 import ROW_BASE, ROW_S2, ROW_S12, _default_rows
     from tasks.train import run_table1_arm
 
     cfg = workspace(tmp_path, **{"train.stage1.enabled": False, "train.stage1.max_samples": 16,
@@ -90,5 +91,5 @@ def test_table1_arm_flips_stage1_and_lands_in_its_row(tmp_path):
     rows = _default_rows(models, cfg.evaluate)
     assert rows == {ROW_BASE: models / "base", ROW_S2: None, ROW_S12: out}
     (models / "stage2").mkdir()
-    (models / "stage2" / "detector.json").write_text(json.dumps({"stage1_enabled": False}))
+    detector_card(stage1_enabled=False).write(models / "stage2")
     assert _default_rows(models, cfg.evaluate)[ROW_S2] == models / "stage2"

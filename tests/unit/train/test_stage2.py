@@ -17,7 +17,8 @@ from chintox.prompting import prompt_from_config
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from tasks.train import Stage2Data, load_records, run_stage2, score_texts
+    from chintox.training.stage2 import Stage2Data, score_texts
+    from tasks.train import load_records, run_stage2
 
     root = tmp_path_factory.mktemp("stage2")
     cfg = workspace(root)
@@ -55,6 +56,18 @@ def test_detector_folder_contract(trained):
     assert det["stage1_enabled"] is False and det["profile"] == "micro"
     assert 0.0 < det["threshold"] < 1.0 and det["threshold_default"] == 0.5
     assert 1 <= det["selected_epoch"] <= cfg.train.stage2.epochs
+    # the card: served dtype and window, and lineage naming the exact bytes trained and validated on
+    from chintox.card import DetectorCard
+    from chintox.provenance import dir_sha256, file_sha256
+
+    card = DetectorCard.read(out)
+    assert card.dtype == "float32" and card.max_model_len == min(cfg.evaluate.max_model_len,
+                                                                 cfg.model.tiny.max_position_embeddings)
+    splits = Path(cfg.data.out_dir) / "splits"
+    assert card.lineage["data.toxicn_train"] == file_sha256(splits / "toxicn_train.jsonl")
+    assert card.lineage["data.toxicn_val"] == file_sha256(splits / "toxicn_val.jsonl")
+    assert card.lineage["model.stage1"] == dir_sha256(Path(cfg.paths.models) / "stage1")
+    assert card.lineage["model.upstream"] == dir_sha256(Path(cfg.paths.models) / "base")  # stage 1 off
     assert (out / "prompt.txt").read_text(encoding="utf-8") == prompt.instruction
     assert (out / "merged" / "model.safetensors").is_file() and (out / "merged" / "tokenizer.json").is_file()
     assert (out / "adapter" / "adapter_config.json").is_file()
