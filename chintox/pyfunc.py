@@ -1,109 +1,47 @@
 """The registered detector as an MLflow pyfunc: raw texts in, ``label`` and ``score`` out.
 
-The model version holds the whole detector folder (``merged/`` model and tokenizer, or ``adapter/``
-plus the base it was trained on, ``prompt.txt`` and ``detector.json`` with the threshold) as the
-artifact ``detector``; :class:`DetectorModel` loads it and scores with the same prompt the detector
-was trained with. Loading and scoring go through :func:`load_detector` only, which uses
-:class:`chintox.detector.Detector` (backend ``hf``) when that module is there and a small built-in
-transformers scorer otherwise.
+The model version holds the whole detector folder (``merged/`` model and tokenizer, ``prompt.txt`` and
+its card ``detector.json``) as the artifact ``detector``, and is logged as code (MLflow "models from
+code"): :data:`MODEL_CODE` is the file MLflow stores and runs to build the model (it calls
+``mlflow.models.set_model(DetectorModel())``), nothing is pickled. :class:`DetectorModel` loads the
+folder with :class:`chintox.detector.Detector` (backend ``hf``), so the served model scores exactly as
+the detector's card says (prompt, answer words, threshold, dtype, context window).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
 
+from chintox.card import DetectorCard
+
 DETECTOR_ARTIFACT = "detector"
-DETECTOR_FILES = ("detector.json", "prompt.txt")
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # python_model= for mlflow.pyfunc.log_model
 
 
 class DetectorFolderError(FileNotFoundError):
     """A folder that is not a trained detector."""
 
 
-def check_detector_dir(path: str | Path) -> dict[str, Any]:
-    """Return ``detector.json`` of a detector folder, or raise a clear error."""
+def check_detector_dir(path: str | Path) -> DetectorCard:
+    """The card of a detector folder that can be served, or a clear error."""
     p = Path(path)
     if not p.is_dir():
         raise DetectorFolderError(f"detector folder not found: {p.resolve()} (run the stage2 step first)")
-    missing = [f for f in DETECTOR_FILES if not (p / f).is_file()]
-    if missing:
-        raise DetectorFolderError(f"{p.resolve()} is not a detector folder: missing {', '.join(missing)}")
-    if not (p / "merged" / "config.json").is_file() and not (p / "adapter").is_dir():
-        raise DetectorFolderError(f"{p.resolve()} holds neither merged/ (a model folder) nor adapter/")
-    return json.loads((p / "detector.json").read_text(encoding="utf-8"))
-
-
-class _BuiltinScorer:
-    """P(answer_positive) / (P(positive) + P(negative)) at the first answer position, with transformers."""
-
-    def __init__(self, path: str | Path, batch_size: int = 16) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from chintox.prompting import Prompt, answer_token_ids
-
-        p = Path(path)
-        meta = check_detector_dir(p)
-        self.meta = meta
-        self.threshold = float(meta.get("threshold", meta.get("threshold_default", 0.5)))
-        self.max_len = int(meta.get("max_seq_len", 512))
-        self.batch_size = batch_size
-        self.prompt = Prompt(
-            instruction=(p / "prompt.txt").read_text(encoding="utf-8"),
-            answer_positive=meta.get("answer_positive", "是"),
-            answer_negative=meta.get("answer_negative", "否"),
-        )
-        if (p / "merged" / "config.json").is_file():
-            src = p / "merged"
-            self.tok = AutoTokenizer.from_pretrained(src)
-            self.model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, use_safetensors=True)
-        else:  # base + adapter
-            from peft import PeftModel
-
-            from chintox.modeling import resolve_model_ref
-
-            base = resolve_model_ref(meta["base_model"])
-            tok_src = p / "adapter" if (p / "adapter" / "tokenizer_config.json").is_file() else base
-            self.tok = AutoTokenizer.from_pretrained(tok_src)
-            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
-            self.model = PeftModel.from_pretrained(model, p / "adapter")
-        if self.tok.pad_token_id is None:
-            self.tok.pad_token = self.tok.eos_token
-        self.tok.padding_side = "left"
-        self.model.eval()
-        self.pos_id, self.neg_id = answer_token_ids(self.tok, self.prompt)
-
-    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        import torch
-
-        from chintox.prompting import render_chat
-
-        out: list[dict[str, Any]] = []
-        for i in range(0, len(texts), self.batch_size):
-            chunk = [render_chat(self.tok, self.prompt, t) for t in texts[i:i + self.batch_size]]
-            enc = self.tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False,
-                           truncation=True, max_length=self.max_len)
-            with torch.no_grad():
-                logits = self.model(**enc).logits[:, -1, :]
-            pair = torch.stack([logits[:, self.pos_id], logits[:, self.neg_id]], dim=-1).float()
-            scores = torch.softmax(pair, dim=-1)[:, 0].tolist()
-            out.extend({"label": int(s >= self.threshold), "score": float(s)} for s in scores)
-        return out
+    if not (p / "prompt.txt").is_file():
+        raise DetectorFolderError(f"{p.resolve()} is not a detector folder: missing prompt.txt")
+    if not (p / "merged" / "config.json").is_file():
+        raise DetectorFolderError(f"{p.resolve()} has no merged/ model folder (merged/config.json)")
+    return DetectorCard.read(p)
 
 
 def load_detector(path: str | Path) -> Any:
     """The one place that turns a detector folder into an object with ``predict(texts)``."""
+    from chintox.detector import Detector
+
     check_detector_dir(path)
-    try:
-        from chintox.detector import Detector  # the evaluation engineer's scorer
-    except ImportError:
-        return _BuiltinScorer(path)
-    if hasattr(Detector, "load"):
-        return Detector.load(path, backend="hf")
     return Detector(path, backend="hf")
 
 

@@ -13,25 +13,37 @@ from testutil import free_port
 def test_register_tags_alias_and_pyfunc(reg_cfg):
     from mlflow import MlflowClient
 
-    from tasks.register import run_register
+    from tasks.register import RegistrationError, run_register
 
-    r = run_register(reg_cfg)
+    r = run_register(reg_cfg, lineage={"git_commit": "abc123", "dvc.exp_name": "exp-1"})
     assert r["version"] == "1" and not r["already_registered"]
     c = MlflowClient()
     mv = c.get_model_version_by_alias(reg_cfg.mlflow.registered_model, "challenger")
     assert str(mv.version) == "1"
     t = mv.tags
     assert t["profile"] == "micro"
-    assert t["git_commit"] and t["git_commit"] != ""
+    assert t["git_commit"] == "abc123" and t["dvc.exp_name"] == "exp-1"  # the orchestrator's lineage wins
     assert float(t["metrics.toxicn_test.tuned.f1"]) == pytest.approx(0.70)
     assert float(t["metrics.cold_test.tuned.accuracy"]) == pytest.approx(0.65)
     assert t["eval_sets"] == "cold_test,toxicn_test"
-    assert any(k.startswith(("dvc.", "data.")) for k in t), t
-    assert {k for k in t if k.startswith("eval_data.")} == {"eval_data.cold_test", "eval_data.toxicn_test"}
+    # lineage from what was used: the folder registered, the card's data hashes, the files evaluated
+    from chintox.card import DetectorCard
+    from chintox.provenance import dir_sha256, file_sha256
+
+    detector = Path(reg_cfg.paths.models) / "stage2"
+    assert t["detector_sha256"] == dir_sha256(detector)
+    assert all(t[k] == v for k, v in DetectorCard.read(detector).lineage.items())
+    splits = Path(reg_cfg.data.out_dir) / "splits"
+    assert {k: v for k, v in t.items() if k.startswith("eval_data.")} == {
+        f"eval_data.{s}": file_sha256(splits / f"{s}.jsonl") for s in ("cold_test", "toxicn_test")}
     # the pyfunc: raw texts in, label and score out
     import mlflow.pyfunc
     import pandas as pd
 
+    from mlflow.models import get_model_info
+
+    pyfunc_conf = get_model_info(f"models:/{reg_cfg.mlflow.registered_model}/1").flavors["python_function"]
+    assert pyfunc_conf.get("model_code_path") and "python_model" not in pyfunc_conf  # code, not a pickle
     m = mlflow.pyfunc.load_model(f"models:/{reg_cfg.mlflow.registered_model}/1")
     out = m.predict(pd.DataFrame({"text": ["你好", "你是傻子"]}))
     assert list(out.columns) == ["label", "score"] and len(out) == 2
@@ -43,8 +55,11 @@ def test_register_tags_alias_and_pyfunc(reg_cfg):
     # same detector + metrics again: no duplicate version
     again = run_register(reg_cfg)
     assert again["version"] == "1" and again["already_registered"]
-    # a new detector: new version, challenger moves
+    # a new detector: its old metrics are refused; evaluated, it is a new version and challenger moves
     microdet.retrain(reg_cfg, "second")
+    with pytest.raises(RegistrationError, match="another detector"):
+        run_register(reg_cfg)
+    microdet.write_metrics(reg_cfg)
     third = run_register(reg_cfg)
     assert third["version"] == "2"
     assert str(c.get_model_version_by_alias(reg_cfg.mlflow.registered_model, "challenger").version) == "2"
@@ -89,7 +104,7 @@ def test_unreachable_server_clear_error_then_rerun_registers(reg_cfg, monkeypatc
 def test_connection_error_classification():
     from mlflow.exceptions import MlflowException
 
-    from tasks.register import is_connection_error
+    from chintox.registry import is_connection_error
 
     assert is_connection_error(ConnectionRefusedError("x"))
     assert is_connection_error(MlflowException("API request to http://x failed with exception "
