@@ -35,7 +35,7 @@ def test_train_flow_fails_clearly_before_any_work_when_mlflow_is_down(tmp_path):
     assert "RegistryUnavailableError" in r.stderr and uri in r.stderr, r.stderr[-4000:]
     assert "could not be reached after 2 attempts" in r.stderr
     # nothing ran: no DVC experiment, no outputs, the checkout as it was
-    git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True,  # noqa: E731
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True,
                                     check=True).stdout
     assert git("for-each-ref", "refs/exps") == ""
     assert git("status", "--porcelain", "--untracked-files=no") == ""
