@@ -31,7 +31,8 @@ def _fast_mlflow(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("CHINTOX_PARENT_RUN_ID", raising=False)
-    os.environ.setdefault("MLFLOW_ENABLE_UV_AUTO_DETECT", "false")
+    if "MLFLOW_ENABLE_UV_AUTO_DETECT" not in os.environ:  # a user's own setting wins; restored after
+        monkeypatch.setenv("MLFLOW_ENABLE_UV_AUTO_DETECT", "false")
 
 
 @pytest.fixture
