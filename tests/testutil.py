@@ -6,7 +6,9 @@ would pick whichever was imported first.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 from chintox.config import Config, load_config
@@ -35,12 +37,28 @@ def micro_config(root: Path, **overrides) -> Config:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (bound, read, released)."""
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago (bound, read, released).
+
+    Racy by nature: another process may take the port before the caller binds it. Prefer a server
+    that picks its own port and reports it (``mlflow server --port 0``: see the ``mlflow_server``
+    fixture), or :func:`refused_port` for a port that must stay closed."""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A TCP port on 127.0.0.1 that refuses every connection for as long as the block runs: bound by
+    this process (so no other process can start listening on it) but never listening."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+    finally:
+        s.close()
 
 
 def detector_card(**overrides):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ VENV_BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests" / "unit" / "registry"))
 
 import microdet  # noqa: F401 (re-exported for the fixtures)
-from testutil import free_port  # noqa: F401 (re-exported for the tests)
+from testutil import free_port, refused_port  # noqa: F401 (re-exported for the tests)
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
@@ -46,6 +47,23 @@ def wait_for(read, timeout: float, what: str, every: float = 1.0):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not there after {timeout:.0f} s")
         time.sleep(every)
+
+
+def wait_log(log: Path, pattern: str, timeout: float, proc: subprocess.Popen | None = None) -> re.Match:
+    """Poll ``log`` until ``pattern`` matches (a server reporting the port it picked, say); fails with
+    the log's tail if the process exits first or the deadline passes."""
+    rx = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        m = rx.search(text)
+        if m:
+            return m
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before logging {pattern!r}:\n{text[-4000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{pattern!r} not in {log} after {timeout:.0f} s:\n{text[-4000:]}")
+        time.sleep(0.2)
 
 
 class Proc:

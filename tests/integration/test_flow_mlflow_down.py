@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from integ_util import base_env, clone_worktree, free_port
+from integ_util import base_env, clone_worktree, refused_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,9 +28,10 @@ def test_train_flow_fails_clearly_before_any_work_when_mlflow_is_down(tmp_path):
                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "240",
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "CHINTOX_MLFLOW_ATTEMPTS": "2", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
-    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    r = subprocess.run([sys.executable, "-c", _RUN, json.dumps({"mlflow.tracking_uri": uri})], cwd=repo,
-                       env=env, capture_output=True, text=True, timeout=600, check=False)
+    with refused_port() as port:  # held by this process, never listening: refused for the whole run
+        uri = f"http://127.0.0.1:{port}"
+        r = subprocess.run([sys.executable, "-c", _RUN, json.dumps({"mlflow.tracking_uri": uri})], cwd=repo,
+                           env=env, capture_output=True, text=True, timeout=600, check=False)
     assert r.returncode != 0, r.stdout[-3000:]
     assert "RegistryUnavailableError" in r.stderr and uri in r.stderr, r.stderr[-4000:]
     assert "could not be reached after 2 attempts" in r.stderr
