@@ -112,55 +112,92 @@ def test_gate_fails_on_different_sets(cfg):
     assert r["decision"] == "rejected" and "differ" in " ".join(r["gate"]["reasons"])
 
 
+# A promoter process with two hooks that force the two promotions to overlap: it announces when it
+# asks for the lock (``want-<v>``) and when it is inside the critical section, champion already read
+# (``in-<v>``, from the gate). Inside, it stays until the other promoter is inside too (no lock:
+# both compare with the same champion, which the test then sees), or, when the other has asked for
+# the lock, for HOLD_S more seconds (with the lock it is blocked there; without one it would be in).
 _PROMOTER = r"""
-import json, sys
+import json, sys, time
+from pathlib import Path
 sys.path.insert(0, {regdir!r})
 import microdet
-from tasks.promote import run_promote
-cfg = microdet.micro_config(__import__("pathlib").Path({root!r}))
-start = __import__("pathlib").Path({root!r}) / "go"
-import time
-while not start.exists():
+import tasks.promote as promote
+
+me, other, root = sys.argv[1], sys.argv[2], Path({root!r})
+HOLD_S, GIVE_UP_S = {hold_s!r}, 180.0
+cfg = microdet.micro_config(root)
+real_lock, real_gate = promote._lock, promote.gate
+
+
+def lock(cfg):
+    (root / f"want-{{me}}").touch()
+    return real_lock(cfg)
+
+
+def gate(*args, **kwargs):
+    (root / f"in-{{me}}").touch()
+    t0, held_since = time.monotonic(), None
+    while not (root / f"in-{{other}}").exists() and time.monotonic() - t0 < GIVE_UP_S:
+        if (root / f"want-{{other}}").exists():
+            held_since = held_since or time.monotonic()
+            if time.monotonic() - held_since > HOLD_S:
+                break
+        time.sleep(0.01)
+    return real_gate(*args, **kwargs)
+
+
+promote._lock, promote.gate = lock, gate
+(root / f"ready-{{me}}").touch()
+while not (root / "go").exists():
     time.sleep(0.01)
-r = run_promote(cfg, version=sys.argv[1])
+r = promote.run_promote(cfg, version=me)
 print(json.dumps({{"decision": r["decision"], "version": r["version"]}}))
 """
 
 
-def test_two_concurrent_promotions_end_consistent(cfg, tmp_path):
+def test_two_concurrent_promotions_are_serialised(cfg, tmp_path):
+    """Both promoters are forced into the critical section at once (see _PROMOTER): with the lock the
+    second waits and is compared with the first's result; without it both compare with v1."""
+    import time
+
     from mlflow import MlflowClient
 
-    from tasks.promote import HISTORY_TAG
+    from tasks.promote import HISTORY_TAG, run_promote
 
     name = cfg.mlflow.registered_model
     v1 = make_version(cfg, microdet.default_metrics(0.70, 0.65))
-    from tasks.promote import run_promote
-
     run_promote(cfg)
     v2 = make_version(cfg, microdet.default_metrics(0.72, 0.65), alias=None)
     v3 = make_version(cfg, microdet.default_metrics(0.74, 0.65), alias=None)
-    code = _PROMOTER.format(regdir=str(Path(__file__).parent), root=str(tmp_path))
-    procs = [subprocess.Popen([sys.executable, "-c", code, v], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for v in (v2, v3)]
+    code = _PROMOTER.format(regdir=str(Path(__file__).parent), root=str(tmp_path), hold_s=10.0)
+    procs = [subprocess.Popen([sys.executable, "-c", code, me, other], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for me, other in ((v2, v3), (v3, v2))]
+    deadline = time.monotonic() + 240
+    while not all((tmp_path / f"ready-{v}").exists() for v in (v2, v3)):
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        assert time.monotonic() < deadline, "promoters not ready in time"
+        time.sleep(0.05)
     (tmp_path / "go").touch()
-    outs = []
+    outs = {}
     for p in procs:
-        out, err = p.communicate(timeout=240)
+        out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
-        outs.append(json.loads(out.strip().splitlines()[-1]))
+        o = json.loads(out.strip().splitlines()[-1])
+        outs[o["version"]] = o["decision"]
+    assert all((tmp_path / f"in-{v}").exists() for v in (v2, v3))  # the hooks ran in both
     c = MlflowClient()
-    champ = str(c.get_model_version_by_alias(name, "champion").version)
+    compared = {v: c.get_model_version(name, v).tags["promotion.compared_to"] for v in (v2, v3)}
+    for v in (v2, v3):
+        assert c.get_model_version(name, v).tags["promotion.decision"] == outs[v]
+    # serialised: exactly one promoter saw v1 as champion; the other saw that one's result
+    first = [v for v in (v2, v3) if compared[v] == v1]
+    assert len(first) == 1, f"both compared with champion {v1}: the promotions overlapped ({compared})"
+    first = first[0]
+    second = v3 if first == v2 else v2
+    assert outs[first] == "promoted" and compared[second] == first, (outs, compared)
+    # the gate against the first's result: v3 (F1 0.74) beats v2 (0.72); v2 loses to v3
+    assert outs[second] == ("promoted" if second == v3 else "rejected"), (outs, compared)
     history = json.loads(c.get_registered_model(name).tags[HISTORY_TAG])
-    # serialised: both were promoted one after the other (each passed the gate against the champion
-    # of its moment), or the second was rejected against the first; either way one consistent state
-    promoted = [o["version"] for o in outs if o["decision"] == "promoted"]
-    assert promoted, outs
-    assert history[0] == v1 and history[-1] == champ
-    assert history[1:] == sorted(promoted, key=history.index)
-    assert champ in promoted
-    for o in outs:
-        t = c.get_model_version(name, o["version"]).tags
-        assert t["promotion.decision"] == o["decision"]
-    if len(promoted) == 2:  # the later one was compared with the earlier one, not with v1
-        later = history[-1]
-        assert c.get_model_version(name, later).tags["promotion.compared_to"] == history[-2]
+    assert history == [v1, first] + ([second] if outs[second] == "promoted" else [])
+    assert str(c.get_model_version_by_alias(name, "champion").version) == history[-1]

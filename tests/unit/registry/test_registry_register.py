@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import time
+import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import microdet
 import pytest
-from testutil import free_port
+from testutil import REPO, refused_port
+
+
+def _head() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 def test_register_tags_alias_and_pyfunc(reg_cfg):
@@ -39,7 +46,6 @@ def test_register_tags_alias_and_pyfunc(reg_cfg):
     # the pyfunc: raw texts in, label and score out
     import mlflow.pyfunc
     import pandas as pd
-
     from mlflow.models import get_model_info
 
     pyfunc_conf = get_model_info(f"models:/{reg_cfg.mlflow.registered_model}/1").flavors["python_function"]
@@ -55,12 +61,18 @@ def test_register_tags_alias_and_pyfunc(reg_cfg):
     # same detector + metrics again: no duplicate version
     again = run_register(reg_cfg)
     assert again["version"] == "1" and again["already_registered"]
+    versions = c.search_model_versions(f"name='{reg_cfg.mlflow.registered_model}'")
+    assert [str(v.version) for v in versions] == ["1"]  # nothing new registered, not only the alias kept
     # a new detector: its old metrics are refused; evaluated, it is a new version and challenger moves
     microdet.retrain(reg_cfg, "second")
     with pytest.raises(RegistrationError, match="another detector"):
         run_register(reg_cfg)
     microdet.write_metrics(reg_cfg)
-    third = run_register(reg_cfg)
+    head_before = _head()
+    third = run_register(reg_cfg)  # no lineage given: this checkout's own commit is recorded
+    heads = {head_before, _head()}  # others may commit meanwhile: either end of the call is right
+    git_commit = c.get_model_version(reg_cfg.mlflow.registered_model, third["version"]).tags["git_commit"]
+    assert git_commit in heads, (git_commit, heads)
     assert third["version"] == "2"
     assert str(c.get_model_version_by_alias(reg_cfg.mlflow.registered_model, "challenger").version) == "2"
 
@@ -77,21 +89,34 @@ def test_register_needs_metrics_and_detector(tmp_path, detector_cache):
         run_register(cfg)
 
 
-def test_unreachable_server_clear_error_then_rerun_registers(reg_cfg, monkeypatch):
+def test_unreachable_server_clear_error_then_rerun_registers(reg_cfg, monkeypatch, caplog):
+    import chintox.registry as registry_mod
     from tasks.register import RegistryUnavailableError, run_register
 
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # The retry schedule is checked by what it asks for, not by a wall clock: every backoff sleep of
+    # chintox.registry's with_retries is recorded (and really taken); other callers of time.sleep are untouched.
+    real_sleep, backoffs = registry_mod.time.sleep, []
+
+    def sleep(seconds: float) -> None:
+        if sys._getframe(1).f_globals.get("__name__") == registry_mod.__name__:
+            backoffs.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(registry_mod.time, "sleep", sleep)
     monkeypatch.setenv("CHINTOX_MLFLOW_ATTEMPTS", "3")
     detector = Path(reg_cfg.paths.models) / "stage2"
     before = sorted(p.relative_to(detector) for p in detector.rglob("*"))
-    t0 = time.time()
-    with pytest.raises(RegistryUnavailableError) as ei:
-        run_register(reg_cfg)
+    with refused_port() as port, caplog.at_level(logging.WARNING, logger=registry_mod.__name__):
+        uri = f"http://127.0.0.1:{port}"  # held by this process, never listening: refused throughout
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        with pytest.raises(RegistryUnavailableError) as ei:
+            run_register(reg_cfg)
     msg = str(ei.value)
     assert uri in msg and "3 attempts" in msg and "re-run" in msg
-    assert time.time() - t0 < 60
+    # 3 attempts, 2 backoffs of CHINTOX_MLFLOW_BACKOFF_S (0.2, conftest) doubling: bounded, no hang
+    assert backoffs == [pytest.approx(0.2), pytest.approx(0.4)], backoffs
+    attempts = [r for r in caplog.records if "not reachable (attempt" in r.getMessage()]
+    assert [r.getMessage().split("(attempt ")[1][:3] for r in attempts] == ["1/3", "2/3", "3/3"]
     # the trained detector and the metrics are untouched
     assert sorted(p.relative_to(detector) for p in detector.rglob("*")) == before
     assert (Path(reg_cfg.paths.reports) / "metrics.json").is_file()
