@@ -32,13 +32,15 @@ def test_every_row_accounted_for(real_run):
     lines = (Path(cfg.data.out_dir) / "quarantine.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == summary["totals"]["rows_quarantined"]
     assert all({"id", "source", "split", "file", "row", "rule", "reason", "text"} <= set(json.loads(x)) for x in lines)
+    # every raw file read is listed in the published SHA256SUMS under its own path, with that hash
     hashes = {f["path"]: f["sha256"] for f in summary["raw_files"]}
-    sums = dict(line.split()[::-1] for line in (Path(cfg.data.raw_dir) / "SHA256SUMS").read_text().splitlines()
-                if line.strip())
-    for path, h in hashes.items():
-        key = next((k for k in sums if k.lstrip("./").endswith(path)), None)
-        if key is not None:
-            assert sums[key] == h, path
+    sums = {k.removeprefix("./"): h for h, k in (line.split(maxsplit=1) for line in
+            (Path(cfg.data.raw_dir) / "SHA256SUMS").read_text().splitlines() if line.strip())}
+    assert len(hashes) == len(summary["raw_files"]) >= 3  # one entry per file, at least one per source
+    assert {f["source"] for f in summary["raw_files"]} == {"toxicn", "cold", "cqia"}
+    unmatched = sorted(set(hashes) - set(sums))
+    assert not unmatched, f"raw files not in SHA256SUMS (path matching broken?): {unmatched[:5]}"
+    assert {p: h for p, h in hashes.items() if sums[p] != h} == {}
 
 
 def test_known_defects_are_found(real_run):
