@@ -6,6 +6,7 @@ for that stage."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -107,8 +108,17 @@ def test_repro_is_incremental(tmp_path):
     params.write_text(re.sub(r"(?m)^(\s*val_fraction:) [0-9.]+", r"\1 0.3", text, count=1), encoding="utf-8")
     third = _sh([dvc, "repro", "validate", "split"], repo)
     assert _ran(third) == {"split"}, third
-    metrics = _sh([dvc, "metrics", "show"], repo)
-    assert "rows_read" in metrics or "sources" in metrics
+    # `dvc metrics show` reports both stages' metrics (their numbers) as they are on disk, and the split
+    # summary it shows is the rerun's: val_fraction 0.3, the val row count of the file written
+    rels = ("data/validation_summary.json", "data/split_summary.json")
+    out = _sh([dvc, "metrics", "show", "--json", *rels], repo)  # the JSON line, then any stderr
+    shown = json.loads(out.splitlines()[0])[""]["data"]
+    (v_shown, v_disk), (s_shown, s_disk) = ((shown[r]["data"], json.loads((repo / r).read_text(encoding="utf-8")))
+                                            for r in rels)
+    assert v_shown["totals"]["rows_read"] == v_disk["totals"]["rows_read"] > 0
+    assert s_shown["params"]["val_fraction"] == s_disk["params"]["val_fraction"] == 0.3
+    val_rows = len((repo / "data" / "splits" / "toxicn_val.jsonl").read_text(encoding="utf-8").splitlines())
+    assert s_shown["splits"]["toxicn_val"]["rows"] == s_disk["splits"]["toxicn_val"]["rows"] == val_rows > 0
 
     # an edited line of code: the step's module, then a library module only validate imports
     with open(repo / "tasks" / "split.py", "a", encoding="utf-8") as f:

@@ -25,7 +25,13 @@ def test_gx_suites_and_data_docs(tmp_path):
     assert set(gx) == {"toxicn", "cold", "cqia"}
     assert gx["cold"]["success"] and gx["cqia"]["success"]
     failed = {f["rule"]: f["unexpected_count"] for f in gx["toxicn"]["failed"] if f["rule"]}
-    # GX reports exactly what the rule functions quarantined
-    assert failed == {r: n for r, n in summary["sources"]["toxicn"]["quarantined_by_rule"].items()}
+    # the three rows added above break three rules: an empty text, a label of 2, a copy of a train
+    # row; the rule functions quarantine exactly those, and GX reports exactly what they quarantined
+    expected = {"text_empty": 1, "label_invalid": 1, "duplicate_exact": 1}
+    assert summary["sources"]["toxicn"]["quarantined_by_rule"] == expected
+    assert failed == expected
+    # GX's own checks on the raw columns (no rule flag involved) see the empty text and the bad label
+    raw = {f["column"]: f["unexpected_count"] for f in gx["toxicn"]["failed"] if not f["rule"]}
+    assert raw == {"text_chars": 1, "label": 1}, gx["toxicn"]["failed"]
     on_disk = json.loads((Path(cfg.data.out_dir) / "validation_summary.json").read_text(encoding="utf-8"))
     assert on_disk["totals"] == summary["totals"]

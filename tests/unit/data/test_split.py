@@ -109,14 +109,22 @@ def test_kept_duplicates_never_straddle_train_and_val(tmp_path):
 def test_cqia_cap_is_seeded(tmp_path):
     cq = [{"instruction": f"问题{i}", "input": "", "output": f"答案{i}"} for i in range(50)]
     raw = write_raw(tmp_path / "raw", cqia=cq)
-    cfg = micro_config(tmp_path, **{"data.raw_dir": str(raw), "data.cqia_max_records": 10})
-    run_validate(cfg, great_expectations=False)
-    s = run_split(cfg)
-    first = [r["id"] for r in load_split(cfg.data.out_dir, "stage1")]
-    assert len(first) == 10 and s["splits"]["stage1"] == {"rows": 10, "available": 50}
+
+    def stage1_ids(root: Path, seed: int) -> list[str]:
+        cfg = micro_config(root, **{"data.raw_dir": str(raw), "data.cqia_max_records": 10, "data.seed": seed})
+        run_validate(cfg, great_expectations=False)
+        s = run_split(cfg)
+        assert s["splits"]["stage1"] == {"rows": 10, "available": 50}
+        return [r["id"] for r in load_split(cfg.data.out_dir, "stage1")]
+
+    first = stage1_ids(tmp_path / "a", 42)
+    assert len(first) == 10 and len(set(first)) == 10
     assert first == sorted(first)  # file order kept
-    run_split(cfg)
-    assert [r["id"] for r in load_split(cfg.data.out_dir, "stage1")] == first
+    assert stage1_ids(tmp_path / "b", 42) == first  # same seed: same sample, in a fresh run
+    others = [stage1_ids(tmp_path / f"s{seed}", seed) for seed in (7, 8)]
+    # another seed: another sample (not the first 10, not a fixed pick); two seeds, so a chance
+    # collision of one seed's sample with seed 42's (~1e-10) cannot hide a sample that ignores the seed
+    assert others[0] != first and others[1] != first and others[0] != others[1], (first, others)
 
 
 def test_missing_inputs_and_outputs_are_clear(tmp_path):
@@ -129,8 +137,21 @@ def test_missing_inputs_and_outputs_are_clear(tmp_path):
         load_split(tmp_path, "nope")
 
 
-def test_split_summary_is_json(tmp_path, validated):
-    cfg = validated(tmp_path / "a")
-    run_split(cfg)
-    s = json.loads((Path(cfg.data.out_dir) / "split_summary.json").read_text(encoding="utf-8"))
-    assert s["params"]["val_fraction"] == cfg.data.val_fraction
+def test_split_summary_records_what_was_written(tmp_path, validated):
+    """split_summary.json describes the files on disk (hashes, row counts) and the parameters that
+    made them, on non-default parameters (a summary hard-wired to the defaults would fail)."""
+    cfg = validated(tmp_path / "a", **{"data.val_fraction": 0.3, "data.seed": 7})
+    returned = run_split(cfg)
+    out = Path(cfg.data.out_dir)
+    s = json.loads((out / "split_summary.json").read_text(encoding="utf-8"))
+    assert s == returned
+    assert s["params"] == {"seed": 7, "val_fraction": 0.3, "cqia_max_records": cfg.data.cqia_max_records}
+    for name in SPLITS:
+        f = out / "splits" / f"{name}.jsonl"
+        assert s["files"][name] == hashlib.sha256(f.read_bytes()).hexdigest(), name
+        assert s["splits"][name]["rows"] == len(load_split(out, name)), name
+    # the recorded val_fraction is the one applied: each label class gives 30% of its rows to val
+    val = load_split(out, "toxicn_val")
+    for label in (0, 1):
+        n = sum(1 for _, t in MORE_TRAIN if t == label)
+        assert sum(1 for r in val if r["label"] == label) == round(n * 0.3), label
