@@ -5,8 +5,12 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 from _eval_fixtures import micro_cfg_at, write_splits
+
+from chintox.scoring import make_scorer
+from tasks.evaluate import load_set
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +33,10 @@ def test_run_evaluate_writes_metrics_predictions_plots_and_mlflow(workspace):
     from tasks.evaluate import run_evaluate
 
     cfg, root = workspace
+    # the study's generate-and-parse mode, run here independently of run_evaluate (greedy: repeatable)
+    with make_scorer(root / "models" / "stage2", cfg, "hf", progress=False) as scorer:
+        generated = {name: scorer.generate_labels([r["text"] for r in load_set(cfg, name)])[0]
+                     for name in ("toxicn_test", "cold_test")}
     m = run_evaluate(cfg, generate=True)
     reports = root / "reports"
     on_disk = json.loads((reports / "metrics.json").read_text())
@@ -38,7 +46,10 @@ def test_run_evaluate_writes_metrics_predictions_plots_and_mlflow(workspace):
         assert s["n"] == 40 and s["threshold_tuned"] == 0.45
         assert set(s["default"]) == {"accuracy", "precision", "recall", "f1", "auc", "auc_hard"}
         assert 0 <= s["default"]["accuracy"] <= 1 and s["truncated"] == 0 and s["empty"] == 0
-        assert s["generate"]["n_unparsed"] >= 0
+        gen_labels = generated[name]
+        assert s["generate"]["n_unparsed"] == int((gen_labels < 0).sum())
+        acc = float(np.mean(np.where(gen_labels >= 0, gen_labels, 0) == [r["label"] for r in load_set(cfg, name)]))
+        assert s["generate"]["accuracy"] == pytest.approx(acc, abs=1e-4)  # unparsed counted as non-toxic
         for f in ("roc.png", "pr.png", "confusion.png", "hist.png", "roc.csv", "pr.csv", "hist.csv",
                   "confusion.csv"):
             assert (reports / "plots" / name / f).stat().st_size > 0, f
@@ -68,13 +79,28 @@ def test_run_evaluate_writes_metrics_predictions_plots_and_mlflow(workspace):
 
 
 def test_base_model_without_threshold_tunes_on_val(workspace, tmp_path):
+    """The base model has no detector.json: the threshold applied is the one with the best F1 on
+    toxicn_val (checked here against F1 computed by sklearn at every candidate threshold)."""
+    from sklearn.metrics import f1_score
+
     from tasks.evaluate import run_evaluate
 
     cfg, root = workspace
-    m = run_evaluate(cfg, model_dir=root / "models" / "base", sets=["cold_test"], reports_dir=tmp_path,
-                     log_mlflow=False)
+    base = root / "models" / "base"
+    m = run_evaluate(cfg, model_dir=base, sets=["cold_test"], reports_dir=tmp_path, log_mlflow=False)
     assert m["threshold_source"] == "tuned on toxicn_val"
-    assert list(m) [:1] == ["cold_test"]
+    assert list(m)[:1] == ["cold_test"]
+    val = load_set(cfg, "toxicn_val")
+    with make_scorer(base, cfg, "hf", progress=False) as scorer:
+        s = scorer.score([r["text"] for r in val])
+    y = np.array([r["label"] for r in val])
+    cands = np.unique(np.r_[s, 0.5])
+    f1 = {float(t): f1_score(y, (s >= t).astype(int), zero_division=0) for t in cands}
+    best = max(f1.values())
+    assert min(f1.values()) < best  # the threshold matters on this val set: the check is not vacuous
+    t = m["cold_test"]["threshold_tuned"]  # rounded to 4 digits in metrics.json
+    near = [c for c in f1 if abs(c - t) <= 5.01e-5]
+    assert near and max(f1[c] for c in near) == pytest.approx(best), (t, best, sorted(f1.items()))
 
 
 def test_table1_marks_missing_rows_and_has_reference(workspace):
@@ -84,8 +110,16 @@ def test_table1_marks_missing_rows_and_has_reference(workspace):
     md = run_table1(cfg)
     text = md.read_text()
     assert "| Stage 2 only (ToxiCN) | hf |" in text and "not available: no detector for this row" in text  # no arm trained
-    assert "| Stage 1+2 (COIG-CQIA & ToxiCN) | hf | " in text
-    assert "TF-IDF" in text and "sklearn" in text
     assert "not ours" in text and "81.46" in text
-    rows = json.loads((root / "reports" / "table1.json").read_text())
-    assert any(r["model"].startswith("Base") and "toxicn" in r for r in rows)
+    rows = {(r["model"].split(" (")[0], r["backend"]): r for r in json.loads((root / "reports" / "table1.json").read_text())}
+    assert "toxicn" not in rows[("Stage 2 only", "hf")]
+    # the rows that must have been measured: figures, no note (a failed row has only a note)
+    measured = {("Base, zero-shot", "hf"), ("Stage 1+2", "hf"), ("Char n-gram TF-IDF + logistic regression", "sklearn")}
+    assert measured <= set(rows), sorted(rows)
+    for key in measured:
+        r = rows[key]
+        assert "note" not in r and {"toxicn", "cold", "speed"} <= set(r), (key, r.get("note"))
+        assert 0 <= r["toxicn"]["accuracy"] <= 1 and 0 <= r["cold"]["accuracy"] <= 1, (key, r)
+        # and the markdown row carries the figures (Acc in %), not blank cells
+        line = next(x for x in text.splitlines() if x.startswith(f"| {key[0]}") and f"| {key[1]} |" in x)
+        assert f"| {100 * r['toxicn']['accuracy']:.2f} |" in line, line

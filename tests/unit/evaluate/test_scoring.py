@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 
 import numpy as np
@@ -115,14 +116,32 @@ def test_parse_answer(out, label):
     assert parse_answer(out, Prompt("x", "是", "否")) == label
 
 
-def test_detector_predict_uses_folder_threshold(micro_detector_dir):
+def test_detector_predict_uses_folder_threshold(micro_detector_dir, tmp_path):
+    """Labels come from the folder's ``threshold``: one is written between this model's scores, so
+    that 0.5 (the default) and the fixture's 0.45 would both label some texts differently."""
     from chintox.detector import Detector
 
+    texts = [t for t, _ in make_texts(16, seed=13)]
     det = Detector(micro_detector_dir)  # backend hf by default
     assert det.threshold == 0.45
-    rows = det.predict(["你这个废物", "今天天气很好"])
-    assert [set(r) for r in rows] == [{"label", "score"}] * 2
-    assert all(r["label"] == int(r["score"] >= 0.45) for r in rows)
+    scores = np.array([r["score"] for r in det.predict(texts)])
+    det.close()
+    assert len(np.unique(scores)) == len(texts)
+    # the threshold: midway between two neighbouring scores, picked so labels differ from 0.5 and 0.45
+    ordered = np.sort(scores)
+    t = next(float((a + b) / 2) for a, b in itertools.pairwise(ordered)
+             if not np.array_equal(scores >= (a + b) / 2, scores >= 0.5)
+             and not np.array_equal(scores >= (a + b) / 2, scores >= 0.45))
+    d = tmp_path / "det"
+    shutil.copytree(micro_detector_dir, d)
+    detector_card(stage1_enabled=True, threshold=t, max_seq_len=256).write(d)
+
+    det = Detector(d)
+    assert det.threshold == t
+    rows = det.predict(texts)
+    assert [set(r) for r in rows] == [{"label", "score"}] * len(texts)
+    np.testing.assert_allclose([r["score"] for r in rows], scores, atol=1e-6)
+    assert [r["label"] for r in rows] == [int(s >= t) for s in scores]
     assert det.predict([]) == []
-    assert load_prompt(micro_detector_dir / "prompt.txt").instruction == det.prompt.instruction
+    assert load_prompt(d / "prompt.txt").instruction == det.prompt.instruction
     det.close()
