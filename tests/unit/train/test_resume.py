@@ -19,13 +19,26 @@ import torch
 from _train_fixtures import REPO, cli_args, cli_env, workspace
 
 
-def _wait_for_ckpt(root: Path, proc: subprocess.Popen, newer_than: int, timeout: float = 240) -> int:
+def _start(root: Path, log: Path) -> subprocess.Popen:
+    """`chintox stage2` in a subprocess, its output going to ``log``: a file, never a pipe nobody
+    reads while polling (a full pipe would block the child's progress output, and its training)."""
+    with log.open("w") as fh:
+        return subprocess.Popen(cli_args(root, "stage2", **SMALL), cwd=REPO, env=cli_env(), text=True,
+                                stdout=fh, stderr=subprocess.STDOUT)
+
+
+def _finish(proc: subprocess.Popen, log: Path, timeout: float) -> str:
+    proc.wait(timeout=timeout)
+    return log.read_text(errors="replace")
+
+
+def _wait_for_ckpt(root: Path, proc: subprocess.Popen, newer_than: int, log: Path, timeout: float = 240) -> int:
     """Poll until a mid-epoch checkpoint with global step > ``newer_than`` exists; return its step."""
     ck = root / "checkpoints" / "stage2"
     t0 = time.time()
     while time.time() - t0 < timeout:
         if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
+            out = log.read_text(errors="replace")
             pytest.fail(f"training ended (rc={proc.returncode}) before it could be interrupted:\n{out[-3000:]}")
         steps = sorted(int(p.name[5:]) for p in ck.glob("ckpt-*") if (p / "manifest.json").is_file()) \
             if ck.is_dir() else []
@@ -58,11 +71,11 @@ def test_sigterm_then_sigkill_then_resume_matches_uninterrupted(tmp_path):
     assert cfg_killed.train.stage2.epochs >= 2 and steps_per_epoch > every  # mid-epoch saves exist
 
     # 1) SIGTERM after the first checkpoint: a checkpoint is written at the next step, exit code != 0.
-    proc = subprocess.Popen(cli_args(killed, "stage2", **SMALL), cwd=REPO, env=cli_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    first = _wait_for_ckpt(killed, proc, 0)
+    log1 = tmp_path / "stage2-term.log"
+    proc = _start(killed, log1)
+    first = _wait_for_ckpt(killed, proc, 0, log1)
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
+    out = _finish(proc, log1, 120)
     assert proc.returncode != 0, out[-2000:]
     assert "SIGTERM: checkpoint" in out, out[-2000:]
     after_term = max(int(p.name[5:]) for p in (killed / "checkpoints" / "stage2").glob("ckpt-*"))
@@ -70,11 +83,11 @@ def test_sigterm_then_sigkill_then_resume_matches_uninterrupted(tmp_path):
     assert not (killed / "models" / "stage2").exists()
 
     # 2) Same command again; SIGKILL once it has written a newer checkpoint (no chance to clean up).
-    proc = subprocess.Popen(cli_args(killed, "stage2", **SMALL), cwd=REPO, env=cli_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _wait_for_ckpt(killed, proc, after_term)
+    log2 = tmp_path / "stage2-kill.log"
+    proc = _start(killed, log2)
+    _wait_for_ckpt(killed, proc, after_term, log2)
     proc.kill()
-    out, _ = proc.communicate(timeout=60)
+    out = _finish(proc, log2, 60)
     assert "resuming stage2 from checkpoint" in out, out[-2000:]
 
     # 3) Resume to the end (in-process: same code as the command), and an uninterrupted run.

@@ -41,6 +41,11 @@ def test_stage1_disabled_writes_a_pointer_to_the_base(tmp_path):
 
 
 def test_stage1_enabled_trains_and_merges(tmp_path):
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from chintox.modeling import load_model
     from tasks.train import run_stage1
 
     cfg = workspace(tmp_path, **{"train.stage1.enabled": True, "train.stage1.max_samples": 16})
@@ -49,6 +54,16 @@ def test_stage1_enabled_trains_and_merges(tmp_path):
     assert not (out / BASE_POINTER).exists()
     info = json.loads((out / "train_info.json").read_text())
     assert info["examples"] == 16 and len(info["history"]) == 1
+    # trains: the saved model is a plain model (same tensors as the base, no LoRA keys) whose weights moved
+    base_dir = Path(cfg.paths.models) / "base"
+    base, merged = load_file(str(base_dir / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert merged.keys() == base.keys() and not any("lora" in k for k in merged)
+    moved = {k for k in merged if not torch.allclose(merged[k], base[k], atol=1e-6, rtol=0)}
+    assert moved, "stage 1 left every weight of the base unchanged"
+    # merges: the saved weights are the base with the saved adapter merged in
+    ref = PeftModel.from_pretrained(load_model(base_dir), out / "adapter").merge_and_unload().state_dict()
+    for k, v in merged.items():
+        torch.testing.assert_close(v, ref[k], atol=1e-5, rtol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
 
 
 def test_missing_upstream_model_is_a_clear_error(tmp_path):
