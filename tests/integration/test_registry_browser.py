@@ -9,7 +9,6 @@ from pathlib import Path
 
 import microdet
 import pytest
-from integ_util import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +51,12 @@ def test_registered_model_page_shows_champion(mlflow_server, tmp_path, detector_
     assert run_promote(cfg)["champion"] == version
 
     name = cfg.mlflow.registered_model
-    shots = Path(os.environ.get("CHINTOX_SCREENSHOT_DIR", REPO / "reports" / "screenshots"))
+    # the screenshot goes to tmp (or a folder named by CHINTOX_SCREENSHOT_DIR, to keep it); any file
+    # left there by an earlier run is removed first, so only this run's screenshot can pass the check
+    shots = Path(os.environ.get("CHINTOX_SCREENSHOT_DIR") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     shot = shots / "mlflow-registered-model-champion.png"
+    shot.unlink(missing_ok=True)
     driver = _driver(tmp_path)
     try:
         driver.get(f"{mlflow_server}/#/models/{name}")
