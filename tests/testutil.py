@@ -36,19 +36,6 @@ def micro_config(root: Path, **overrides) -> Config:
     return load_config(REPO / "params.yaml", profile="micro", overrides={**micro_overrides(root), **overrides})
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listened on a moment ago (bound, read, released).
-
-    Racy by nature: another process may take the port before the caller binds it. Prefer a server
-    that picks its own port and reports it (``mlflow server --port 0``: see the ``mlflow_server``
-    fixture), or :func:`refused_port` for a port that must stay closed."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @contextlib.contextmanager
 def refused_port() -> Iterator[int]:
     """A TCP port on 127.0.0.1 that refuses every connection for as long as the block runs: bound by

@@ -16,7 +16,7 @@ VENV_BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests" / "unit" / "registry"))
 
 import microdet  # noqa: F401 (re-exported for the fixtures)
-from testutil import free_port, refused_port  # noqa: F401 (re-exported for the tests)
+from testutil import refused_port  # noqa: F401 (re-exported for the tests)
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
@@ -64,6 +64,30 @@ def wait_log(log: Path, pattern: str, timeout: float, proc: subprocess.Popen | N
         if time.monotonic() > deadline:
             raise TimeoutError(f"{pattern!r} not in {log} after {timeout:.0f} s:\n{text[-4000:]}")
         time.sleep(0.2)
+
+
+def listening_port(proc: subprocess.Popen, timeout: float, log: Path | None = None) -> int:
+    """The TCP port a server started with port 0 listens on, read from the OS (the process or a child)."""
+    import psutil
+
+    def read() -> int | None:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
+            raise RuntimeError(f"server exited with {proc.returncode} before listening:\n{tail}")
+        try:
+            procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return None
+        for p in procs:
+            try:
+                ports = [c.laddr.port for c in p.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
+            except psutil.NoSuchProcess:
+                continue
+            if ports:
+                return ports[0]
+        return None
+
+    return wait_for(read, timeout, f"the listening port of pid {proc.pid}", every=0.5)
 
 
 class Proc:

@@ -15,7 +15,7 @@ from pathlib import Path
 import microdet
 import pytest
 import yaml
-from integ_util import REPO, VENV_BIN, Proc, base_env, clone_worktree, free_port, wait_for, wait_http
+from integ_util import REPO, VENV_BIN, Proc, base_env, clone_worktree, listening_port, wait_for, wait_http
 from testutil import micro_overrides
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -38,8 +38,7 @@ class PrefectStack:
     def __init__(self, tmp: Path, repo: Path = REPO):
         self.tmp = tmp
         self.repo = repo
-        self.port = free_port()
-        self.api = f"http://127.0.0.1:{self.port}/api"
+        self.api = ""  # known once the server has picked its port (start)
         home = tmp / "prefect_home"
         home.mkdir()
         self.env = base_env(tmp)
@@ -48,7 +47,6 @@ class PrefectStack:
             # results (the task cache) default to ~/.prefect/storage whatever PREFECT_HOME says
             "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
             "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-            "PREFECT_API_URL": self.api,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "false",
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
@@ -58,10 +56,14 @@ class PrefectStack:
         self.procs: list[Proc] = []
 
     def start(self) -> None:
-        server_env = {k: v for k, v in self.env.items() if k != "PREFECT_API_URL"}
+        """The server picks its own free port (``--port 0``); the port it listens on is read from the OS
+        (Prefect's banner only repeats the 0), so no port is chosen here and then raced for."""
         self.server = Proc([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                            "--port", str(self.port)], self.tmp / "prefect-server.log", server_env)
+                            "--port", "0"], self.tmp / "prefect-server.log", self.env)
         self.procs.append(self.server)
+        port = listening_port(self.server.p, 240, self.server.log)
+        self.api = f"http://127.0.0.1:{port}/api"
+        self.env["PREFECT_API_URL"] = self.api
         wait_http(f"{self.api}/health", 240, self.server.p, self.server.log)
         self.cli("work-pool", "create", "chintox-cpu", "--type", "process")
 
