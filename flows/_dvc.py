@@ -10,7 +10,7 @@ A flow never runs a step itself and keeps no cache of its own. It runs the stage
   ``params.yaml`` are untouched, and the experiment is a git commit (``refs/exps/...``) holding the
   exact code, params and ``dvc.lock`` of the run: ``dvc exp apply <name>`` then ``dvc checkout``
   (or ``dvc pull`` on another machine) restores what it produced;
-- its outputs are read back from the DVC cache at that commit (:func:`materialize`) and pushed to the
+- its outputs are read back from the DVC cache at that commit (:func:`checked_out`) and pushed to the
   DVC remote (:func:`push`).
 
 Paths that DVC resolves relative to the workspace and that must outlive the temporary copy (the raw data
@@ -56,10 +56,6 @@ class Experiment:
     rev: str
     baseline: str
     stages: dict[str, str] = field(default_factory=dict)
-
-    def as_tags(self) -> dict[str, str]:
-        """Lineage tags for a registered version: enough to restore the run with DVC."""
-        return {"git_commit": self.baseline, "dvc.exp_name": self.name, "dvc.exp_rev": self.rev}
 
 
 def dvc_bin() -> str:
@@ -224,30 +220,25 @@ def push(root: Path, rev: str, targets: list[str], remote: str | None = None) ->
                              remote=remote) or 0)
 
 
-def materialize(root: Path, rev: str, paths: list[str], dest: Path | None = None) -> Path:
-    """Copy ``paths`` as they are at commit ``rev`` (DVC outputs from the cache, git files from git)
-    into ``dest`` (a new temporary folder by default), keeping their relative layout."""
-    from dvc.fs import DVCFileSystem
-
-    dest = Path(dest) if dest else Path(tempfile.mkdtemp(prefix="chintox-exp-"))
-    fs = DVCFileSystem(repo=str(root), rev=rev)
-    for rel in paths:
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not fs.exists(rel):
-            raise DvcError(f"{rel} does not exist at {rev[:12]} (neither a DVC output in the cache nor a git file)")
-        if fs.isdir(rel):
-            fs.get(rel, str(target), recursive=True)
-        else:
-            fs.get_file(rel, str(target))
-    return dest
-
-
 @contextlib.contextmanager
 def checked_out(root: Path, rev: str, paths: list[str]) -> Iterator[Path]:
-    """:func:`materialize` into a temporary folder that is removed afterwards."""
-    dest = materialize(root, rev, paths)
+    """A temporary folder holding ``paths`` as they are at commit ``rev`` (DVC outputs from the cache, git
+    files from git), with their relative layout; removed afterwards."""
+    from dvc.fs import DVCFileSystem
+
+    dest = Path(tempfile.mkdtemp(prefix="chintox-exp-"))
     try:
+        fs = DVCFileSystem(repo=str(root), rev=rev)
+        for rel in paths:
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not fs.exists(rel):
+                raise DvcError(f"{rel} does not exist at {rev[:12]} (neither a DVC output in the cache nor a "
+                               "git file)")
+            if fs.isdir(rel):
+                fs.get(rel, str(target), recursive=True)
+            else:
+                fs.get_file(rel, str(target))
         yield dest
     finally:
         shutil.rmtree(dest, ignore_errors=True)
