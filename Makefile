@@ -37,3 +37,9 @@ test: setup sysdeps  ## Install, then run the test suite
 
 lint: setup
 	ruff check chintox tasks flows tests benchmarks
+
+# The study's prompt against ours, same recipe (prompts/README.md): too slow for `make repro` (it retrains
+# stage 2), so a DVC experiment of its own; `dvc repro table1` then shows both arms in Table 1.
+.PHONY: prompt-comparison
+prompt-comparison: setup  ## dvc exp run --temp ... -S model.prompt_file=prompts/gao_study_zh.txt evaluate, then reports/prompt_comparison.json
+	python -m tasks.prompt_comparison --run

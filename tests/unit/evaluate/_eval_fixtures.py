@@ -49,3 +49,32 @@ def write_splits(root: Path, n: int = 40) -> None:
                     rec.update(source="cold", topic=["race", "gender", "region"][i % 3],
                                fine_grained_label=label * (1 + i % 3))
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+STUDY_HEADER = "model,train_dataset,vllm,test_dataset,accuracy,precision,recall,f1,auc,samples_per_s"
+STUDY_ROWS = [  # four rows of the paper's Table 1, as printed
+    "GPT4-Turbo-preview,-,no,ToxiCN,75.07,84.92,64.52,73.33,75.89,0.7216",
+    "Qwen1.5-1.8B-Chat,ToxiCN,no,ToxiCN,81.46,81.32,84.38,82.82,81.33,33.235",
+    "Qwen1.5-1.8B-Chat,ToxiCN,no,COLD,72.70,62.87,75.79,68.73,73.24,37.379",
+    "Qwen1.5-1.8B-Chat,COIG-CQIA & ToxiCN,yes,ToxiCN,79.72,80.17,81.87,81.01,79.59,211.95",
+]
+
+
+def write_study_table(study_dir: Path, rows: list[str] | None = None, header: str = STUDY_HEADER) -> Path:
+    """``<study_dir>/gao_table1.csv`` (the study material's Table 1 file) with ``rows`` (default: four
+    printed rows)."""
+    study_dir.mkdir(parents=True, exist_ok=True)
+    path = study_dir / "gao_table1.csv"
+    path.write_text("\n".join([header, *(STUDY_ROWS if rows is None else rows)]) + "\n", encoding="utf-8")
+    return path
+
+
+def fake_metrics(accuracy: float, detector_sha256: str, eval_data: str = "e" * 64) -> dict:
+    """A ``reports/metrics.json`` as the evaluate step writes it, with made-up figures."""
+    block = {"accuracy": accuracy, "precision": 0.7, "recall": 0.8, "f1": accuracy + 0.01, "auc": accuracy + 0.05,
+             "auc_hard": accuracy}
+    sets = {s: {"n": 40, "threshold_tuned": 0.45, "default": block, "tuned": {**block, "accuracy": accuracy + 0.02},
+                "truncated": 0, "empty": 0, "samples_per_s": 100.0} for s in ("toxicn_test", "cold_test")}
+    return {**sets, "speed": {"samples_per_s": 100.0}, "backend": "hf", "model": "models/stage2",
+            "threshold_default": 0.5, "threshold_source": "detector.json", "detector_sha256": detector_sha256,
+            "eval_data_sha256": {"toxicn_test": eval_data, "cold_test": eval_data}}
