@@ -1,9 +1,15 @@
-"""Table 1 step: the study's Table 1, measured here.
+"""Table 1 step: the study's Table 1, measured here, beside the study's own figures.
 
 ``run_table1`` evaluates the zero-shot base, the stage-2-only and the stage-1+2 detectors with each
 backend in ``evaluate.table1_backends``, plus a TF-IDF reference (:mod:`chintox.baseline`), on ToxiCN
 test and COLD test, and writes ``<reports>/table1.md`` (study layout) and ``table1.json``. Detectors
 are placed in their rows by what their cards record (``stage1_enabled``), never by folder name.
+
+Two more tables follow ours: every row the paper publishes (``<data.study_dir>/gao_table1.csv``, as
+printed: measured by the study on one A800 GPU or through GPT-4's API, not here), and the prompt
+comparison (:mod:`tasks.prompt_comparison`: the study's prompt against ours, same recipe), read from
+the committed ``<reports>/prompt_comparison.json`` and marked stale when its workspace arm's detector is
+no longer the stage-2 detector this table scores.
 """
 
 from __future__ import annotations
@@ -17,12 +23,75 @@ from typing import Any
 from chintox.card import DetectorCard
 from chintox.evaluation import evaluate_scorer
 from chintox.metrics import rounded
+from chintox.provenance import dir_sha256, file_sha256
+from tasks.prompt_comparison import COMPARISON_FILE, DETECTOR, load_comparison
 
-PAPER_NOTE = (
-    "**Published figures (the study's, not ours; Qwen1.5-1.8B-Chat, one A800 GPU):** best detector "
-    "81.46% accuracy / 82.82 F1 on ToxiCN test, 72.70% accuracy on COLD test; vLLM 209.79 samples/s "
-    "vs 33.2 samples/s without vLLM."
-)
+STUDY_TABLE = "gao_table1.csv"
+STUDY_CITATION = ("Gao, \"Efficient Detection of Toxic Content in Chinese Texts with Smaller-Scale Language "
+                  "Models: A Feasibility Study\" (HKUST Guangzhou), Table 1")
+STUDY_COLUMNS = ("model", "train_dataset", "vllm", "test_dataset", "accuracy", "precision", "recall", "f1",
+                 "auc", "samples_per_s")
+STUDY_PERCENT = ("accuracy", "precision", "recall", "f1", "auc")
+STUDY_TEST_SETS = {"ToxiCN": "toxicn_test", "COLD": "cold_test"}
+
+
+class StudyTableError(ValueError):
+    """The study's Table 1 file is missing or not as printed; the message names the file and row."""
+
+
+def load_study_table(study_dir: str | Path) -> list[dict[str, Any]]:
+    """Every row of ``<study_dir>/gao_table1.csv``: the paper's Table 1 as printed (figures in %,
+    samples/s as printed; ``printed`` keeps each cell's text). A missing file, a header other than
+    :data:`STUDY_COLUMNS`, or a row with a wrong cell is an error naming the file and the row."""
+    import csv
+
+    path = Path(study_dir) / STUDY_TABLE
+    if not path.is_file():
+        raise StudyTableError(f"{path}: not found (data.study_dir = {study_dir}); the study's Table 1 is read "
+                              "from there, like the data sets from data.raw_dir")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise StudyTableError(f"{path}: not UTF-8 ({e})") from e
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None or tuple(h.strip() for h in header) != STUDY_COLUMNS:
+        raise StudyTableError(f"{path}, row 1 (header): expected {','.join(STUDY_COLUMNS)}, got "
+                              f"{','.join(header or []) or 'an empty file'}")
+    rows: list[dict[str, Any]] = []
+    for lineno, cells in enumerate(reader, start=2):
+        if not any(c.strip() for c in cells):
+            continue
+        where = f"{path}, row {lineno}"
+        if len(cells) != len(STUDY_COLUMNS):
+            raise StudyTableError(f"{where}: {len(cells)} cells, expected {len(STUDY_COLUMNS)}")
+        printed = dict(zip(STUDY_COLUMNS, (c.strip() for c in cells), strict=True))
+        for col in ("model", "train_dataset"):
+            if not printed[col]:
+                raise StudyTableError(f"{where}: column {col!r} is empty")
+        if printed["vllm"] not in ("yes", "no"):
+            raise StudyTableError(f"{where}: column 'vllm' is {printed['vllm']!r}, expected yes or no")
+        if printed["test_dataset"] not in STUDY_TEST_SETS:
+            raise StudyTableError(f"{where}: column 'test_dataset' is {printed['test_dataset']!r}, expected "
+                                  f"one of {sorted(STUDY_TEST_SETS)}")
+        row: dict[str, Any] = {k: printed[k] for k in ("model", "train_dataset", "test_dataset")}
+        row["set"] = STUDY_TEST_SETS[printed["test_dataset"]]  # our name for that test set
+        row["vllm"] = printed["vllm"] == "yes"
+        for col in (*STUDY_PERCENT, "samples_per_s"):
+            try:
+                v = float(printed[col])
+            except ValueError:
+                v = math.nan
+            ok = 0 <= v <= 100 if col in STUDY_PERCENT else v > 0
+            if not ok:  # NaN fails both
+                want = "a percentage in [0, 100]" if col in STUDY_PERCENT else "a positive number"
+                raise StudyTableError(f"{where}: column {col!r} is {printed[col]!r}, expected {want}")
+            row[col] = v
+        row["printed"] = printed
+        rows.append(row)
+    if not rows:
+        raise StudyTableError(f"{path}: a header and no rows")
+    return rows
 
 
 def _pct(v: Any) -> str:
@@ -104,7 +173,10 @@ def table1_rows(cfg: Any, model_dirs: dict[str, Path | None] | None = None,
     return rows
 
 
-def render_table1(rows: list[dict[str, Any]], cfg: Any) -> str:
+def render_table1(rows: list[dict[str, Any]], cfg: Any, published: list[dict[str, Any]] | None = None,
+                  comparison: dict[str, Any] | None = None) -> str:
+    """Table 1 as markdown: our rows, then the study's published rows (when given), then the prompt
+    comparison (when given: :func:`comparison_section`'s record)."""
     lines = [
         "# Table 1: toxic-content detection on ToxiCN test and COLD test",
         "",
@@ -126,15 +198,104 @@ def render_table1(rows: list[dict[str, Any]], cfg: Any) -> str:
             f"| {r['model']} | {r['backend']} | {_pct(t['accuracy'])} | {_pct(t['precision'])} | "
             f"{_pct(t['recall'])} | {_pct(t['f1'])} | {_pct(t['auc'])} | {_pct(t['auc_hard'])} | "
             f"{_pct(c['accuracy'])} | {s['samples_per_s']:.1f} | {s['startup_seconds']:.1f} | {note} |")
-    lines += ["", "Figures in % except speed; ToxiCN test for Acc..AUC (labels).", "", PAPER_NOTE, ""]
+    lines += ["", "Figures in % except speed; ToxiCN test for Acc..AUC (labels).", ""]
+    if published is not None:
+        lines += _published_lines(published)
+    if comparison is not None:
+        lines += _comparison_lines(comparison)
     return "\n".join(lines)
+
+
+def _published_lines(published: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Published (Gao, one A800 GPU / GPT-4 API): not measured here",
+        "",
+        (f"The study's figures, not ours: every row of {STUDY_CITATION}, as printed (`data.study_dir`/"
+         f"`{STUDY_TABLE}`). GPT-4 was run through its API, every other model on one A800 GPU, so their "
+         "samples/s are not comparable with ours. The study's AUC is from hard labels "
+         "(our \"AUC (labels)\")."),
+        "",
+        "| Model | Training data | vLLM | Test set | Acc | P | R | F1 | AUC | samples/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in published:
+        c = r["printed"]
+        lines.append(f"| {c['model']} | {c['train_dataset']} | {c['vllm']} | {c['test_dataset']} | "
+                     + " | ".join(c[k] for k in (*STUDY_PERCENT, "samples_per_s")) + " |")
+    return [*lines, "", "Figures in % except speed, as printed.", ""]
+
+
+def comparison_section(comparison: dict[str, Any], current_detector_sha256: str | None,
+                       profile: str) -> dict[str, Any]:
+    """The prompt comparison as Table 1 shows it: the record of ``prompt_comparison.json`` plus whether
+    it still describes this table's detector (``stale``: its workspace arm's detector is not the
+    current stage-2 detector, or it was measured on another profile; None when that cannot be told)."""
+    out = {"file": COMPARISON_FILE, **comparison}
+    if comparison.get("status") != "measured":
+        return out
+    ours = next(a for a in comparison["arms"] if a["arm"] == "ours")["detector_sha256"]
+    out["current_detector_sha256"] = current_detector_sha256
+    reasons = []
+    if current_detector_sha256 is None:
+        reasons.append(f"no {DETECTOR} detector to compare with")
+    elif ours != current_detector_sha256:
+        reasons.append(f"measured with detector {ours[:12]}, but the current {DETECTOR} detector is "
+                       f"{current_detector_sha256[:12]}")
+    if comparison["profile"] != profile:
+        reasons.append(f"measured on profile {comparison['profile']!r}, this table is profile {profile!r}")
+    out["stale"] = None if current_detector_sha256 is None else bool(reasons)
+    out["stale_reasons"] = reasons
+    return out
+
+
+def _comparison_lines(comp: dict[str, Any]) -> list[str]:
+    lines = ["## Prompt: the study's against ours, same recipe", ""]
+    if comp.get("status") != "measured":
+        return [*lines, f"Not run yet: {comp.get('how', '`make prompt-comparison`')}.", ""]
+    exp = comp["experiment"]
+    old, new = exp["params_changed"][comp.get("changed_param", "model.prompt_file")]
+    lines.append(
+        f"`{comp['command']}`, profile `{comp['profile']}`: DVC experiment `{exp['name']}` (commit "
+        f"{exp['rev'][:12]}, based on commit {exp['baseline_commit'][:12]}), the pipeline with "
+        f"`model.prompt_file` `{old}` -> `{new}` and nothing else changed; both arms scored the same "
+        "evaluation files. \"tuned\": each detector's own threshold, tuned on ToxiCN val when it was "
+        "trained (never on a test set); AUC from scores, so one per set.")
+    if exp.get("uncommitted_changes_included"):
+        changed = ", ".join(exp["uncommitted_changes_included"])
+        lines += ["", f"The experiment also included uncommitted changes to: {changed}."]
+    if comp.get("stale"):
+        lines += ["", f"**Stale**: {'; '.join(comp['stale_reasons'])}. Run `{comp['command']}` again."]
+    elif comp.get("stale") is None:
+        lines += ["", f"Not checked against this table's detector: {'; '.join(comp['stale_reasons'])}."]
+    cols = [f"{s} {m}" for s in ("ToxiCN", "COLD") for m in ("Acc", "F1", "AUC", "Acc (tuned)", "F1 (tuned)")]
+    lines += [
+        "",
+        "| Prompt | prompt sha256 | detector sha256 | tuned threshold | " + " | ".join(cols) + " |",
+        "|---" * (4 + len(cols)) + "|",
+    ]
+    names = {"ours": "ours", "study": "the study's"}
+    for a in comp["arms"]:
+        cells = [f"{names.get(a['arm'], a['arm'])}: `{a['prompt_file']}`", a["prompt_sha256"][:12],
+                 a["detector_sha256"][:12], f"{a['toxicn_test'].get('threshold_tuned', 'n/a')}"]
+        for s in ("toxicn_test", "cold_test"):
+            d, t = a[s]["default"], a[s]["tuned"]
+            cells += [_pct(d["accuracy"]), _pct(d["f1"]), _pct(d["auc"]), _pct(t["accuracy"]), _pct(t["f1"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    default = ", ".join(sorted({str(a.get("threshold_default", "n/a")) for a in comp["arms"]}))
+    note = f"Figures in %, on ToxiCN test and COLD test; Acc and F1 at threshold {default} and at the tuned threshold."
+    return [*lines, "", note, ""]
 
 
 def run_table1(cfg: Any, model_dirs: dict[str, Path] | None = None, backends: list[str] | None = None,
                log_mlflow: bool = True) -> Path:
-    """Write ``<reports>/table1.md`` (and table1.json) and log them to MLflow; returns the .md path."""
+    """Write ``<reports>/table1.md`` (and table1.json) and log them to MLflow; returns the .md path.
+    The study's table and the prompt comparison are read first, so a broken file stops the step before
+    any scoring."""
     from chintox.baseline import run_tfidf_reference
 
+    published = load_study_table(cfg.data.study_dir)
+    out = Path(cfg.paths.reports)
+    comparison = load_comparison(out / COMPARISON_FILE)
     rows = table1_rows(cfg, model_dirs, backends)
     try:
         ref = run_tfidf_reference(cfg, ["toxicn_test", "cold_test"])
@@ -144,11 +305,20 @@ def run_table1(cfg: Any, model_dirs: dict[str, Path] | None = None, backends: li
     except Exception as e:  # noqa: BLE001
         rows.append({"model": "Char n-gram TF-IDF (reference)", "backend": "sklearn",
                      "note": f"failed: {type(e).__name__}: {e}"})
-    out = Path(cfg.paths.reports)
+    detector = Path(cfg.paths.models) / DETECTOR
+    comparison = comparison_section(comparison, dir_sha256(detector) if detector.is_dir() else None, cfg.profile)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "table1.md"
-    md.write_text(render_table1(rows, cfg), encoding="utf-8")
-    (out / "table1.json").write_text(json.dumps(rounded(rows), indent=2, ensure_ascii=False) + "\n")
+    md.write_text(render_table1(rows, cfg, published, comparison), encoding="utf-8")
+    record = {
+        "measured": rounded(rows),
+        "published": {"measured_here": False, "source": STUDY_CITATION, "file": STUDY_TABLE,
+                      "read_from": "data.study_dir", "sha256": file_sha256(Path(cfg.data.study_dir) / STUDY_TABLE),
+                      "units": "accuracy..auc in %, samples_per_s, as printed",
+                      "rows": [{k: v for k, v in r.items() if k != "printed"} for r in published]},
+        "prompt_comparison": comparison,
+    }
+    (out / "table1.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     if log_mlflow:
         import mlflow
 

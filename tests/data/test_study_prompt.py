@@ -1,4 +1,5 @@
-"""The vendored study prompt is the study's text, byte for byte, plus our join (CI has ../shared/study)."""
+"""The study material (CI has ../shared/study): the vendored prompt is its text, byte for byte, plus our
+join; its Table 1 file reads whole."""
 
 from __future__ import annotations
 
@@ -38,3 +39,14 @@ def test_the_study_prompt_is_what_the_paper_profiles_train_with():
     # the instruction the detector sees (and hashes into its card) is the file, unchanged
     assert prompt.instruction.encode() == (REPO / "prompts" / "gao_study_zh.txt").read_bytes()
     assert prompt.user_content("你好").endswith("文本：\n你好")
+
+
+def test_the_study_table_loads_whole(study_dir):
+    from tasks.table1 import load_study_table
+
+    rows = load_study_table(study_dir)
+    assert len(rows) == 16  # the paper's Table 1: 8 model/training/vLLM rows, each on ToxiCN and COLD
+    assert {r["test_dataset"] for r in rows} == {"ToxiCN", "COLD"}
+    best = next(r for r in rows if r["model"] == "Qwen1.5-1.8B-Chat" and r["train_dataset"] == "ToxiCN"
+                and not r["vllm"] and r["test_dataset"] == "ToxiCN")
+    assert (best["accuracy"], best["f1"]) == (81.46, 82.82)

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from _eval_fixtures import micro_cfg_at, write_splits
+from _eval_fixtures import STUDY_ROWS, micro_cfg_at, write_splits, write_study_table
 
 from chintox.scoring import make_scorer
 from tasks.evaluate import load_set
@@ -23,7 +23,9 @@ def workspace(tmp_path_factory, micro_model_dir, micro_detector_dir):
     models.mkdir()
     shutil.copytree(micro_detector_dir, models / "stage2")
     shutil.copytree(micro_model_dir, models / "base")
-    cfg = micro_cfg_at(root, **{"evaluate.backend": "hf", "evaluate.table1_backends": ["hf"]})
+    write_study_table(root / "study")
+    cfg = micro_cfg_at(root, **{"evaluate.backend": "hf", "evaluate.table1_backends": ["hf"],
+                                "data.study_dir": str(root / "study")})
     return cfg, root
 
 
@@ -110,8 +112,13 @@ def test_table1_marks_missing_rows_and_has_reference(workspace):
     md = run_table1(cfg)
     text = md.read_text()
     assert "| Stage 2 only (ToxiCN) | hf |" in text and "not available: no detector for this row" in text  # no arm trained
-    assert "not ours" in text and "81.46" in text
-    rows = {(r["model"].split(" (")[0], r["backend"]): r for r in json.loads((root / "reports" / "table1.json").read_text())}
+    ours, published = text.split("## Published (Gao, one A800 GPU / GPT-4 API): not measured here")
+    assert "81.46" not in ours and "| Qwen1.5-1.8B-Chat | ToxiCN | no | ToxiCN | 81.46 |" in published
+    assert "## Prompt: the study's against ours" in published and "Not run yet" in published
+    record = json.loads((root / "reports" / "table1.json").read_text())
+    assert record["published"]["measured_here"] is False and len(record["published"]["rows"]) == len(STUDY_ROWS)
+    assert record["prompt_comparison"]["status"] == "not run"  # no prompt_comparison.json in this reports folder
+    rows = {(r["model"].split(" (")[0], r["backend"]): r for r in record["measured"]}
     assert "toxicn" not in rows[("Stage 2 only", "hf")]
     # the rows that must have been measured: figures, no note (a failed row has only a note)
     measured = {("Base, zero-shot", "hf"), ("Stage 1+2", "hf"), ("Char n-gram TF-IDF + logistic regression", "sklearn")}
