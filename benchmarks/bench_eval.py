@@ -15,7 +15,7 @@ is built over the pipeline's own tokenizer (``models/base``, ``--tokenizer-from`
 built yet or ``--prompt-copies`` is given, a tokenizer trained on ToxiCN + COLD train texts, with
 ``model.tiny.tokenizer_prompt_copies`` copies of the instruction: 0 by default, a ~200-token prompt like
 the study's with Qwen's tokenizer; ``--prompt-copies 50`` lets BPE memorise it, ~80 tokens), or, with
-``--qwen-tiktoken``, over Qwen's own vocabulary and chat template (benchmarks/qwen_vocab.py: 151,646
+``--qwen-tiktoken``, over Qwen's own vocabulary and chat template (chintox/qwen_tokenizer.py: 151,646
 tokens, so a 39M-parameter model; the study's prompt is then 178 + 5 tokens, exactly as Qwen1.5's);
 speed does not depend on the weights. A random LoRA adapter (r=16, all projections) is made for the LoRA
 comparison and merged for the merged-weights path. Results: printed and written as JSON (--out).
@@ -117,7 +117,7 @@ def main() -> None:
                          "when `dvc repro base` has run; else one is trained as tasks/base_model.py does)")
     ap.add_argument("--qwen-tiktoken", type=Path,
                     help="use Qwen's own vocabulary and chat template (qwen.tiktoken, see "
-                         "benchmarks/qwen_vocab.py): the study's prompt exactly as Qwen1.5 tokenizes it")
+                         "chintox/qwen_tokenizer.py): the study's prompt exactly as Qwen1.5 tokenizes it")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="params.yaml override, e.g. model.tiny.hidden_size=1024 for a bigger random model")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "bench_eval.json")
@@ -145,7 +145,7 @@ def main() -> None:
     else:
         t = time.perf_counter()
         if args.qwen_tiktoken:
-            from qwen_vocab import qwen_tokenizer
+            from chintox.qwen_tokenizer import qwen_tokenizer
 
             work, tok = args.work / "qwen_vocab", qwen_tokenizer(args.qwen_tiktoken)
             res_tokenizer = f"qwen ({args.qwen_tiktoken})"

@@ -4,7 +4,7 @@
 
 The prefix-caching gain depends on the share of each request that the shared instruction takes, so a
 tokenizer that compresses the instruction more than Qwen's does would understate it (and flatter all
-other speeds). ``--qwen-tiktoken`` takes Qwen's vocabulary (see benchmarks/qwen_vocab.py for where to
+other speeds). ``--qwen-tiktoken`` takes Qwen's vocabulary (see chintox/qwen_tokenizer.py for where to
 get it offline); without it only our tokenizer is measured. Prints token counts of the instruction, the
 prompt prefix (chat template up to the text), the suffix after the text, and the mean ToxiCN test text.
 """
@@ -39,14 +39,14 @@ def counts(tok: Any, texts: list[str]) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", type=Path, default=REPO / "models" / "base")
-    ap.add_argument("--qwen-tiktoken", type=Path, help="qwen.tiktoken (see benchmarks/qwen_vocab.py)")
+    ap.add_argument("--qwen-tiktoken", type=Path, help="qwen.tiktoken (default: the copy in the pinned dashscope wheel, chintox/qwen_tokenizer.py)")
     args = ap.parse_args()
     from chintox.modeling import load_tokenizer
 
     texts = [r["content"] for r in json.loads((SHARED / "toxicn" / "test.json").read_text(encoding="utf-8"))]
     res = {"ours": counts(load_tokenizer(str(args.model_dir)), texts)}
     if args.qwen_tiktoken:
-        from qwen_vocab import qwen_tokenizer
+        from chintox.qwen_tokenizer import qwen_tokenizer
 
         res["qwen"] = counts(qwen_tokenizer(args.qwen_tiktoken), texts)
     print(json.dumps(res, indent=2))
