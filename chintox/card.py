@@ -11,6 +11,10 @@ What it records:
 - how to score: the answer words, the prompt's sha256, the decision threshold tuned on ToxiCN val
   (``threshold``) and the default one, the ``dtype`` the detector was trained in and is served in,
   and ``max_model_len``, the context window (prompt + text) it is evaluated and served with;
+- what a GPU worker needs to serve it: the root base model (``base_model_id`` and
+  ``base_model_revision``: a hub id and revision, or a built base and its content hash) and the
+  adapter's shape (``lora_r``, ``lora_alpha``, ``lora_target_modules``, ``lora_modules_to_save``: a
+  LoRA request needs a ``max_lora_rank`` of at least ``lora_r`` and no trainable full modules);
 - how it was chosen: ``selected_epoch`` on ``select_metric``, val metrics at 0.5 and at the threshold;
 - what it came from: the upstream model folder, ``stage1_enabled``, ``profile``, ``config_hash``, and
   ``lineage``: sha256 content hashes of what it was trained and validated on (:data:`LINEAGE_KEYS`).
@@ -65,6 +69,12 @@ class DetectorCard:
     loss: str
     dtype: str
     max_model_len: int
+    base_model_id: str
+    base_model_revision: str
+    lora_r: int
+    lora_alpha: int
+    lora_target_modules: list[str]
+    lora_modules_to_save: list[str]
     lineage: dict[str, str]
 
     def __post_init__(self) -> None:
@@ -127,6 +137,11 @@ class DetectorCard:
 def _check(tp: Any, value: Any, key: str, source: str) -> Any:
     """``value`` as type ``tp`` (int accepted for float), or a :class:`DetectorCardError`."""
     origin = typing.get_origin(tp)
+    if origin is list:
+        (it,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise DetectorCardError(f"{source}: {key} must be a list, got {value!r}")
+        return [_check(it, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if origin is dict:
         _, vt = typing.get_args(tp)
         if not isinstance(value, dict):

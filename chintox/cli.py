@@ -22,19 +22,32 @@ app = typer.Typer(
 )
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameter file.")]
-ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="micro | tiny | paper (default: params)")]
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="micro | tiny | paper | rehearsal (default: params)")]
 SetOpt = Annotated[
     Optional[list[str]], typer.Option("--set", help="Override a parameter: key.sub=value (repeatable).")
 ]
 
 
-def _cfg(params: Path, profile: str | None, sets: list[str] | None):
+def _cfg(params: Path, profile: str | None, sets: list[str] | None, preflight: bool = False):
+    """The configuration; with ``preflight`` (the training pipeline's steps) also the start-up check
+    that this machine can run it (CUDA where asked, the base model reachable), before any data is read."""
     try:
         overrides = dict(parse_override(s) for s in (sets or []))
-        return load_config(params, profile=profile, overrides=overrides)
+        cfg = load_config(params, profile=profile, overrides=overrides)
     except ConfigError as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(2) from e
+    if preflight:
+        from chintox.logs import setup_logging
+        from chintox.preflight import PreflightError, check_pipeline
+
+        setup_logging()
+        try:
+            check_pipeline(cfg)
+        except PreflightError as e:
+            typer.secho(f"error: {e}", fg="red", err=True)
+            raise typer.Exit(3) from e
+    return cfg
 
 
 def _fail(e: Exception) -> None:
@@ -52,7 +65,7 @@ def validate(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None
     from tasks.ingest import DataError
     from tasks.validate import run_validate
 
-    cfg = _cfg(params, profile, set_)
+    cfg = _cfg(params, profile, set_, preflight=True)
     try:
         summary = run_validate(cfg)
     except DataError as e:
@@ -65,7 +78,7 @@ def split(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, s
     """Make the train/val/evaluation splits and the stage-1 chat records."""
     from tasks.split import run_split
 
-    cfg = _cfg(params, profile, set_)
+    cfg = _cfg(params, profile, set_, preflight=True)
     _print(run_split(cfg))
 
 
@@ -74,7 +87,7 @@ def base(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, se
     """Build the tiny base model (or load model.base) and save it as a Hugging Face folder."""
     from tasks.base_model import run_base
 
-    cfg = _cfg(params, profile, set_)
+    cfg = _cfg(params, profile, set_, preflight=True)
     _print({"base_model": str(run_base(cfg))})
 
 
@@ -83,7 +96,7 @@ def stage1(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, 
     """Stage 1: LoRA SFT on COIG-CQIA, merged into the base."""
     from tasks.train import run_stage1
 
-    cfg = _cfg(params, profile, set_)
+    cfg = _cfg(params, profile, set_, preflight=True)
     _print({"stage1_model": str(run_stage1(cfg))})
 
 
@@ -92,7 +105,7 @@ def stage2(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, 
     """Stage 2: LoRA on ToxiCN train with the study's prompt; checkpoint chosen on ToxiCN val."""
     from tasks.train import run_stage2
 
-    cfg = _cfg(params, profile, set_)
+    cfg = _cfg(params, profile, set_, preflight=True)
     _print({"detector": str(run_stage2(cfg))})
 
 
@@ -101,7 +114,7 @@ def table1_arm(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = No
     """Table 1's other detector: stages 1 and 2 again with train.stage1.enabled flipped."""
     from tasks.train import run_table1_arm
 
-    cfg = _cfg(params, profile, set_)
+    cfg = _cfg(params, profile, set_, preflight=True)
     _print({"detector": str(run_table1_arm(cfg))})
 
 

@@ -18,7 +18,8 @@ from typing import Any, Literal
 import yaml
 
 DEFAULT_PARAMS = Path("params.yaml")
-PROFILES = ("micro", "tiny", "paper")
+PROFILES = ("micro", "tiny", "paper", "rehearsal")
+BUILT_BASES = ("tiny", "rehearsal")  # model.base kinds the base step builds; anything else is a hub id / path
 
 
 class ConfigError(ValueError):
@@ -35,6 +36,7 @@ class PathsConfig:
 @dataclass(frozen=True)
 class DataConfig:
     raw_dir: str
+    study_dir: str
     out_dir: str
     seed: int
     val_fraction: float
@@ -53,7 +55,8 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class TinyModelConfig:
+class Qwen2Shape:
+    """The size of a Qwen2-architecture model the base step builds (``model.tiny``, ``model.rehearsal``)."""
     vocab_size: int
     hidden_size: int
     num_layers: int
@@ -61,6 +64,19 @@ class TinyModelConfig:
     num_kv_heads: int
     intermediate_size: int
     max_position_embeddings: int
+
+    def __post_init__(self) -> None:
+        if self.num_heads < 1 or self.hidden_size % self.num_heads:
+            raise ConfigError(f"model.*.hidden_size ({self.hidden_size}) must be a multiple of "
+                              f"num_heads ({self.num_heads})")
+        if self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads:
+            raise ConfigError(f"model.*.num_heads ({self.num_heads}) must be a multiple of "
+                              f"num_kv_heads ({self.num_kv_heads})")
+
+
+@dataclass(frozen=True)
+class TinyModelConfig(Qwen2Shape):
+    """``model.base: tiny``: a small model and BPE tokenizer built from the training texts."""
     tokenizer_max_chars: int
     tokenizer_prompt_copies: int
     pretrain_steps: int
@@ -70,18 +86,35 @@ class TinyModelConfig:
 
 
 @dataclass(frozen=True)
+class RehearsalModelConfig(Qwen2Shape):
+    """``model.base: rehearsal``: a randomly initialised Qwen2 model over Qwen's own tokenizer."""
+    tiktoken_file: str | None
+    imitates: str
+    rope_theta: float
+    tie_word_embeddings: bool
+    seed: int
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     base: str
+    revision: str | None
     trust_remote_code: bool
     dtype: Literal["float32", "bfloat16", "float16"]
     answer_positive: str
     answer_negative: str
     prompt_file: str
     tiny: TinyModelConfig
+    rehearsal: RehearsalModelConfig
 
     @property
     def is_tiny(self) -> bool:
         return self.base == "tiny"
+
+    @property
+    def is_built(self) -> bool:
+        """True when the base step builds the base (``tiny`` or ``rehearsal``) rather than loading one."""
+        return self.base in BUILT_BASES
 
 
 @dataclass(frozen=True)
@@ -133,6 +166,7 @@ class EvaluateConfig:
     vllm_block_size: int
     vllm_prefix_caching: bool
     vllm_kvcache_gb: int
+    vllm_mode: Literal["merged", "lora"]
     bootstrap_samples: int
     sets: list[str]
     generate_max_new_tokens: int = 4      # generate-and-parse mode: tokens generated per text

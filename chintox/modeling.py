@@ -26,6 +26,31 @@ def torch_dtype(name: str) -> Any:
         raise ModelLoadError(f"unknown dtype {name!r}; use float32, bfloat16 or float16") from None
 
 
+def cpu_supports_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (AVX-512 BF16 / AMX): oneDNN says so."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
+        return False
+
+
+def resolve_dtype(name: str, device: str) -> tuple[str, str | None]:
+    """(the dtype a model runs in on ``device``, why it differs from ``name`` or None).
+
+    On CUDA, ``name`` as asked. On a CPU: bfloat16 when asked and the CPU computes it natively, else
+    float32 (float16 is never used on a CPU: no fast kernels); the reason is for the start-up log.
+    """
+    if device.startswith("cuda") or name == "float32":
+        return name, None
+    if name == "bfloat16" and cpu_supports_bf16():
+        return name, None
+    why = ("this CPU has no native bfloat16 (AVX-512 BF16/AMX)" if name == "bfloat16"
+           else "float16 has no fast CPU kernels")
+    return "float32", f"model.dtype {name} -> float32 on the CPU: {why}"
+
+
 def pick_device(preference: str = "auto") -> str:
     import torch
 
@@ -49,6 +74,12 @@ def _looks_local(ref: str) -> bool:
     return ref.startswith((".", "/", "~")) or Path(ref).exists() or ref.count("/") != 1
 
 
+def pointer_revision(ref: str | Path) -> str | None:
+    """The hub revision a ``base_model.json`` pointer pins (None: none, or not a pointer)."""
+    p = Path(str(ref)).expanduser() / BASE_POINTER
+    return json.loads(p.read_text()).get("revision") if p.is_file() else None
+
+
 def resolve_model_ref(ref: str | Path) -> str:
     """A local folder (possibly holding a ``base_model.json`` pointer) or a hub id → what to load."""
     ref = str(ref)
@@ -64,12 +95,13 @@ def resolve_model_ref(ref: str | Path) -> str:
     return ref  # a hub id such as Qwen/Qwen1.5-1.8B-Chat
 
 
-def load_tokenizer(ref: str | Path, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(ref: str | Path, trust_remote_code: bool = False, revision: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
     target = resolve_model_ref(ref)
+    revision = revision or pointer_revision(ref)
     try:
-        tok = AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"cannot load the tokenizer of {target!r}: {e}") from e
     if tok.pad_token_id is None:
@@ -80,7 +112,7 @@ def load_tokenizer(ref: str | Path, trust_remote_code: bool = False) -> Any:
 
 
 def load_model(ref: str | Path, dtype: str = "float32", device: str = "cpu",
-               trust_remote_code: bool = False) -> Any:
+               trust_remote_code: bool = False, revision: str | None = None) -> Any:
     from transformers import AutoModelForCausalLM
 
     target = resolve_model_ref(ref)
@@ -90,6 +122,7 @@ def load_model(ref: str | Path, dtype: str = "float32", device: str = "cpu",
             dtype=torch_dtype(dtype),
             trust_remote_code=trust_remote_code,
             use_safetensors=True,
+            revision=revision or pointer_revision(ref),
         )
     except (OSError, ValueError) as e:
         raise ModelLoadError(

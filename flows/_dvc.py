@@ -88,7 +88,7 @@ def _has_key(d: Any, dotted: str) -> bool:
 
 def set_params(root: Path, profile: str | None, overrides: dict[str, Any] | None) -> dict[str, str]:
     """``--set-param`` values of a run: the profile, the user's overrides, and the absolute forms of the
-    paths that must not resolve inside the temporary workspace (raw data, checkpoints).
+    paths that must not resolve inside the temporary workspace (raw data, the study, checkpoints).
 
     An override means the *effective* value, as ``load_config(overrides=...)`` reads it: a key that the
     selected profile sets is overridden inside that profile (``profiles.<name>.<key>``), since the profile
@@ -101,7 +101,7 @@ def set_params(root: Path, profile: str | None, overrides: dict[str, Any] | None
         out["profile"] = profile
     for key, value in (overrides or {}).items():
         out[f"profiles.{chosen}.{key}" if _has_key(prof, key) else key] = _param_value(value)
-    for key in ("data.raw_dir", "paths.checkpoints"):
+    for key in ("data.raw_dir", "data.study_dir", "paths.checkpoints"):
         if key in out or f"profiles.{chosen}.{key}" in out:
             continue
         sec, sub = key.split(".")

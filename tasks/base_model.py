@@ -1,10 +1,14 @@
-"""Base-model step: build the `tiny` Qwen2 model from the training corpora, or point at a real one.
+"""Base-model step: build the `tiny` or the `rehearsal` Qwen2 model, or point at a real one.
 
 ``model.base: tiny`` trains a byte-level BPE tokenizer on the training texts only (COIG-CQIA stage-1
 records and ToxiCN train; never validation or evaluation texts), builds a small Qwen2-architecture
 causal LM with a ChatML chat template, optionally pre-trains it, and saves a normal Hugging Face folder
-that transformers and vLLM both load. Any other ``model.base`` (hub id or local path) is checked and
-recorded in ``base_model.json``; later steps load it from there.
+that transformers and vLLM both load. ``model.base: rehearsal`` is Qwen in everything but its weights:
+Qwen's real tokenizer (:mod:`chintox.qwen_tokenizer`) and Qwen1.5-Chat's template over a randomly
+initialised Qwen2 model at the size in ``model.rehearsal``; later steps cannot tell it from a hub
+Qwen1.5 chat model, so the paper recipe runs on it unchanged. Any other ``model.base`` (hub id or
+local path) is checked and recorded, with ``model.revision``, in ``base_model.json``; later steps load
+it from there.
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from chintox.config import Config, TinyModelConfig
+from chintox.config import Config, RehearsalModelConfig, TinyModelConfig
 from chintox.logs import setup_logging
 from chintox.modeling import BASE_POINTER, ModelLoadError, load_tokenizer, pick_device
 from chintox.prompting import answer_token_ids, prompt_from_config
+from chintox.qwen_tokenizer import CHATML_SPECIAL_TOKENS
 
 log = logging.getLogger(__name__)
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+SPECIAL_TOKENS = CHATML_SPECIAL_TOKENS  # the same three, at the tiny vocabulary's first ids
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -202,24 +207,96 @@ def build_tiny_base(cfg: Config, texts: list[str], out_dir: Path) -> dict[str, A
     return info
 
 
+def build_rehearsal_model(rcfg: RehearsalModelConfig, tokenizer: Any) -> Any:
+    """A randomly initialised Qwen2ForCausalLM laid out as Qwen1.5-Chat's config.json is (special
+    token ids, padded vocabulary, RoPE base, no sliding window), at the size in ``model.rehearsal``."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    if rcfg.vocab_size < len(tokenizer):
+        raise ValueError(f"model.rehearsal.vocab_size {rcfg.vocab_size} < the tokenizer's {len(tokenizer)} tokens")
+    torch.manual_seed(rcfg.seed)
+    eos, pad = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    config = Qwen2Config(
+        vocab_size=rcfg.vocab_size, hidden_size=rcfg.hidden_size, intermediate_size=rcfg.intermediate_size,
+        num_hidden_layers=rcfg.num_layers, num_attention_heads=rcfg.num_heads,
+        num_key_value_heads=rcfg.num_kv_heads, max_position_embeddings=rcfg.max_position_embeddings,
+        rope_theta=rcfg.rope_theta, rms_norm_eps=1e-6, hidden_act="silu", initializer_range=0.02,
+        tie_word_embeddings=rcfg.tie_word_embeddings, bos_token_id=pad, eos_token_id=eos, pad_token_id=pad,
+        use_sliding_window=False, sliding_window=rcfg.max_position_embeddings,
+        max_window_layers=rcfg.num_layers,
+    )
+    model = Qwen2ForCausalLM(config)
+    # Qwen1.5-Chat's generation_config.json stops on <|im_end|> or <|endoftext|>; greedy here
+    model.generation_config = GenerationConfig(bos_token_id=pad, eos_token_id=[eos, pad], pad_token_id=pad,
+                                               do_sample=False)
+    return model
+
+
+def build_rehearsal_base(cfg: Config, out_dir: Path) -> dict[str, Any]:
+    """Qwen in everything but its weights: Qwen's tokenizer (rebuilt from ``qwen.tiktoken``) and
+    Qwen1.5-Chat's template over a random Qwen2 model, saved as a normal Hugging Face folder."""
+    import torch
+
+    from chintox.qwen_tokenizer import default_tiktoken_file, qwen_tokenizer, tiktoken_sha256
+
+    t0 = time.time()
+    rcfg = cfg.model.rehearsal
+    vocab_file = Path(rcfg.tiktoken_file) if rcfg.tiktoken_file else default_tiktoken_file()
+    tokenizer = qwen_tokenizer(vocab_file)
+    prompt = prompt_from_config(cfg)
+    answer_ids = answer_token_ids(tokenizer, prompt)  # one token each in Qwen's vocabulary, or a clear error
+    model = build_rehearsal_model(rcfg, tokenizer)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # saved in float32 like the tiny base; every later step loads it in model.dtype
+    model.to(torch.float32).save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    info = {
+        "kind": "rehearsal",
+        "imitates": rcfg.imitates,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "embedding_rows": rcfg.vocab_size,
+        "qwen_tiktoken_sha256": tiktoken_sha256(vocab_file),
+        "prompt_tokens": len(tokenizer.encode(prompt.instruction, add_special_tokens=False)),
+        "answer_token_ids": list(answer_ids),
+    }
+    (out_dir / "build_info.json").write_text(json.dumps(info, indent=2))
+    log.info("rehearsal base (%s-like, random weights) built in %.1fs: %s", rcfg.imitates, time.time() - t0, info)
+    return info
+
+
+def _clear(out_dir: Path) -> None:
+    """Remove what an earlier base of another kind left in ``out_dir`` (DVC clears outs itself)."""
+    if out_dir.is_dir():
+        for f in out_dir.iterdir():
+            if f.is_file():
+                f.unlink()
+
+
 def run_base(cfg: Config) -> Path:
     """The `base` pipeline step. Returns the folder later steps load the base model from."""
     setup_logging()
     out_dir = Path(cfg.paths.models) / "base"
-    if cfg.model.is_tiny:
+    if cfg.model.base == "tiny":
+        _clear(out_dir)
         build_tiny_base(cfg, training_texts(cfg), out_dir)
+        return out_dir
+    if cfg.model.base == "rehearsal":
+        _clear(out_dir)
+        build_rehearsal_base(cfg, out_dir)
         return out_dir
     # A real model: check that it loads and fits the detector, then record where it comes from.
     prompt = prompt_from_config(cfg)
-    tok = load_tokenizer(cfg.model.base, trust_remote_code=cfg.model.trust_remote_code)
+    tok = load_tokenizer(cfg.model.base, trust_remote_code=cfg.model.trust_remote_code, revision=cfg.model.revision)
     answer_token_ids(tok, prompt)
+    _clear(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("config.json", "model.safetensors"):
-        if (out_dir / stale).exists():
-            (out_dir / stale).unlink()
     (out_dir / BASE_POINTER).write_text(json.dumps(
-        {"model": cfg.model.base, "trust_remote_code": cfg.model.trust_remote_code}, indent=2))
+        {"model": cfg.model.base, "revision": cfg.model.revision, "trust_remote_code": cfg.model.trust_remote_code},
+        indent=2))
     return out_dir
 
 
-__all__ = ["ModelLoadError", "build_tiny_base", "build_tiny_model", "run_base", "train_tokenizer"]
+__all__ = ["ModelLoadError", "build_rehearsal_base", "build_tiny_base", "build_tiny_model", "run_base",
+           "train_tokenizer"]

@@ -153,9 +153,29 @@ def _peft_model(model: Any, sc: StageConfig) -> Any:
 
 
 def _train_dtype(cfg: Config, accelerator: Any) -> str:
-    """The dtype the model is trained in (and the detector served in): ``model.dtype`` on a GPU;
-    float32 on CPU, where trainable copies and LoRA weights stay float32."""
-    return cfg.model.dtype if accelerator.device.type == "cuda" else "float32"
+    """The dtype the model is trained in (and the detector served in): ``model.dtype`` on a GPU; on a
+    CPU bfloat16 where it computes it natively, else float32 (said in the log). LoRA weights and
+    trainable copies stay float32 either way (peft's default)."""
+    from chintox.modeling import resolve_dtype
+
+    dtype, why = resolve_dtype(cfg.model.dtype, accelerator.device.type)
+    if why:
+        log.warning("%s", why)
+    return dtype
+
+
+def base_identity(cfg: Config) -> tuple[str, str]:
+    """(id, revision) of the root base model under ``<paths.models>/base``: a hub id and the revision
+    the pointer pins (``main`` when none), or ``built:<kind>`` and ``sha256:<content hash>`` for a base
+    the base step built."""
+    base_dir = Path(cfg.paths.models) / "base"
+    pointer = base_dir / BASE_POINTER
+    if pointer.is_file():
+        info = json.loads(pointer.read_text(encoding="utf-8"))
+        return str(info["model"]), str(info.get("revision") or "main")
+    built = base_dir / "build_info.json"
+    kind = json.loads(built.read_text(encoding="utf-8")).get("kind", "model") if built.is_file() else "model"
+    return f"built:{kind}", f"sha256:{dir_sha256(base_dir)}"
 
 
 def _load_upstream(cfg: Config, ref: str, accelerator: Any) -> tuple[Any, Any]:
@@ -264,13 +284,13 @@ def run_stage1(cfg: Config, out: Path | None = None, run_name: str = "stage1") -
     base_ref = resolve_model_ref(base_dir)  # clear error when the base step has not run
     if not sc.enabled:
         tmp = _atomic_dir(out)
-        pointer = json.loads((base_dir / BASE_POINTER).read_text())["model"] if (base_dir / BASE_POINTER).is_file() \
-            else str(base_dir)
+        base_info = json.loads((base_dir / BASE_POINTER).read_text()) if (base_dir / BASE_POINTER).is_file() \
+            else {"model": str(base_dir)}
         (tmp / BASE_POINTER).write_text(json.dumps(
-            {"model": pointer, "trust_remote_code": cfg.model.trust_remote_code, "stage1_enabled": False},
-            indent=2))
+            {"model": base_info["model"], "revision": base_info.get("revision"),
+             "trust_remote_code": cfg.model.trust_remote_code, "stage1_enabled": False}, indent=2))
         _publish(tmp, out)
-        log.info("stage 1 disabled: %s points at the base model %s", out, pointer)
+        log.info("stage 1 disabled: %s points at the base model %s", out, base_info["model"])
         return out
 
     import torch
@@ -433,6 +453,7 @@ def run_stage2(cfg: Config, stage1_dir: Path | None = None, out: Path | None = N
         metrics_out = {"selected_epoch": result["best"]["epoch"], "threshold": threshold,
                        "at_0.5": val_metrics, "at_threshold": val_tuned, "history": result["history"]}
         (tmp / VAL_METRICS_FILE).write_text(json.dumps(metrics_out, indent=2))
+        base_id, base_rev = base_identity(cfg)
         card = DetectorCard(
             base_model=str(stage1_dir), base_model_resolved=upstream, stage1_enabled=stage1_enabled,
             profile=cfg.profile, answer_positive=prompt.answer_positive,
@@ -443,6 +464,8 @@ def run_stage2(cfg: Config, stage1_dir: Path | None = None, out: Path | None = N
             config_hash=chash, train_examples=len(train.texts), loss=sc.loss,
             dtype=_train_dtype(cfg, accelerator),
             max_model_len=model_window(model.config, cfg.evaluate.max_model_len),
+            base_model_id=base_id, base_model_revision=base_rev, lora_r=sc.lora_r, lora_alpha=sc.lora_alpha,
+            lora_target_modules=sorted(sc.target_modules), lora_modules_to_save=sorted(sc.modules_to_save),
             lineage=_lineage(cfg, stage1_dir, upstream),
         )
         card_file = card.write(tmp)

@@ -63,6 +63,8 @@ def detector_card(**overrides):
         "threshold_default": 0.5, "max_seq_len": 256, "val_metrics": {"f1": 0.5},
         "val_metrics_at_threshold": {"f1": 0.5}, "selected_epoch": 1, "select_metric": "f1",
         "config_hash": "test", "train_examples": 0, "loss": "full", "dtype": "float32", "max_model_len": 1024,
+        "base_model_id": "built:tiny", "base_model_revision": "sha256:test", "lora_r": 16, "lora_alpha": 32,
+        "lora_target_modules": ["q_proj", "v_proj"], "lora_modules_to_save": [],
         "lineage": {},
     }
     return DetectorCard(**{**fields, **overrides})

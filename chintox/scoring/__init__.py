@@ -59,8 +59,36 @@ def make_scorer(model_dir: str | Path, cfg: Any, backend: str | None = None, *,
 
     kw = {**common, "block_size": ev.vllm_block_size, "prefix_caching": ev.vllm_prefix_caching,
           "kvcache_gb": ev.vllm_kvcache_gb}
+    if ev.vllm_mode == "lora" and card is not None:
+        model_path, kw["lora_adapter"], kw["max_lora_rank"] = lora_request_parts(Path(model_dir), card)
     kw.update(overrides)
     return VLLMScorer(model_path, prompt, **kw)
+
+
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+
+
+def lora_request_parts(detector_dir: Path, card: DetectorCard) -> tuple[str, Path, int]:
+    """(upstream model, adapter folder, max_lora_rank) to score a detector as its upstream model plus a
+    LoRA request, as a GPU server would serve many adapters over one base (``evaluate.vllm_mode: lora``)."""
+    if card.lora_modules_to_save:
+        raise ModelLoadError(
+            f"{detector_dir}: a LoRA request cannot carry the detector's trained full copies of "
+            f"{card.lora_modules_to_save} (train.stage2.modules_to_save); score its merged weights "
+            "(evaluate.vllm_mode: merged)")
+    adapter = detector_dir / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise ModelLoadError(f"{detector_dir}: no adapter/adapter_config.json for a LoRA request")
+    upstream = Path(card.base_model)
+    if not upstream.exists():
+        raise ModelLoadError(
+            f"{detector_dir}: its upstream model {card.base_model} (detector.json base_model) is not here; a "
+            "LoRA request needs it beside the adapter (evaluate.vllm_mode: merged needs only the detector)")
+    rank = next((r for r in VLLM_LORA_RANKS if r >= card.lora_r), None)
+    if rank is None:
+        raise ModelLoadError(f"{detector_dir}: lora_r {card.lora_r} is above vLLM's largest max_lora_rank "
+                             f"{VLLM_LORA_RANKS[-1]}")
+    return resolve_model_ref(upstream), adapter, rank
 
 
 __all__ = [
