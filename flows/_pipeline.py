@@ -12,6 +12,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from chintox.preflight import check_pipeline
 from chintox.tracking import tracking_uri
 from flows import _dvc
 from flows._common import artifact, load_cfg, metrics_markdown, parent_run, run_link
@@ -89,6 +90,7 @@ def run_pipeline(flow: str, target: str, profile: str | None, params: str,
     root = _dvc.repo_root(Path(params).resolve().parent)
     overrides = {**(overrides or {}), **({"evaluate.backend": backend} if backend else {})}
     cfg = load_cfg(params, profile, overrides)
+    check_pipeline(cfg)  # before any stage runs: CUDA where asked, the base model reachable
     name = _dvc.experiment_name(flow)
     detector, metrics_file = pipeline_outputs(cfg)
     with parent_run(cfg, flow, tags={"dvc.exp_name": name}) as parent:
