@@ -175,3 +175,14 @@ def test_register_promote_detect(run, scored):
     rows = list(detect_texts(cfg, ["你这种人就不配活着。", "今天天气很好"]))
     assert [r["model_version"] for r in rows] == [str(reg["version"])] * 2
     assert all(0.0 <= r["score"] <= 1.0 and r["label"] in (0, 1) for r in rows)
+
+
+def test_an_answer_word_qwen_splits_stops_the_base_step(tmp_path):
+    """Checked at start-up, before the model is built: '无毒' is two tokens in Qwen's vocabulary."""
+    from chintox.prompting import PromptError
+    from tasks.base_model import run_base
+
+    cfg = rehearsal_config(tmp_path, **{"model.answer_negative": "无毒"})
+    with pytest.raises(PromptError, match=r"'无毒' is 2 tokens \[42192, 99586\]"):
+        run_base(cfg)
+    assert not (Path(cfg.paths.models) / "base" / "model.safetensors").exists()
