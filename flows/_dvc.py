@@ -216,8 +216,11 @@ def push(root: Path, rev: str, targets: list[str], remote: str | None = None) ->
     with Repo(str(root)) as ws:
         remotes = {name: dict(conf) for name, conf in ws.config["remote"].items()}
     with Repo(str(root), config={"remote": remotes}) as repo:
-        return int(repo.push(targets=targets, with_deps=True, revs=[rev], workspace=False, run_cache=True,
-                             remote=remote) or 0)
+        pushed = int(repo.push(targets=targets, with_deps=True, revs=[rev], workspace=False, run_cache=True,
+                               remote=remote) or 0)
+        # DVC (3.67) leaves the targets' own outputs out of a with_deps push of a revision other than the
+        # workspace (evaluate's predictions and eval_details.json were never pushed): push them by name too.
+        return pushed + int(repo.push(targets=targets, revs=[rev], workspace=False, remote=remote) or 0)
 
 
 @contextlib.contextmanager

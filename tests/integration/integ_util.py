@@ -93,11 +93,13 @@ def listening_port(proc: subprocess.Popen, timeout: float, log: Path | None = No
 class Proc:
     """A background command in its own process group, logged to a file, stopped by its id."""
 
-    def __init__(self, args: list[str], log: Path, env: dict[str, str], cwd: Path = REPO):
+    def __init__(self, args: list[str], log: Path, env: dict[str, str], cwd: Path = REPO,
+                 stdin: int | None = None):
+        """``stdin=subprocess.PIPE``: ``self.p.stdin`` takes text (a shell fed one command at a time)."""
         self.log = log
         self._fh = log.open("w")
-        self.p = subprocess.Popen(args, cwd=cwd, env=env, stdout=self._fh, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        self.p = subprocess.Popen(args, cwd=cwd, env=env, stdin=stdin, stdout=self._fh,
+                                  stderr=subprocess.STDOUT, start_new_session=True, text=stdin is not None)
 
     def stop(self) -> None:
         if self.p.poll() is None:
@@ -109,6 +111,11 @@ class Proc:
                     os.killpg(self.p.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        if self.p.stdin is not None:
+            try:
+                self.p.stdin.close()
+            except OSError:  # the shell is gone and its pipe with it
+                pass
         self._fh.close()
 
 
