@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "unit" / "train"))
 
-from _train_fixtures import stage1_records, synth_records, write_jsonl  # noqa: E402
-from testutil import micro_overrides  # noqa: E402
+from _train_fixtures import stage1_records, synth_records, write_jsonl
+from testutil import micro_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -97,7 +97,8 @@ def test_recipe_stage1_merged_stage2_bf16_without_trainable_embeddings(run):
         keys = list(f.keys())
     assert keys and all("lora_" in k for k in keys), "only LoRA weights are trained"
     with safe_open(str(det / "merged" / "model.safetensors"), "pt") as f:
-        dtypes = {str(f.get_slice(k).get_dtype()) for k in f.keys()}
+        names = f.keys()
+        dtypes = {str(f.get_slice(k).get_dtype()) for k in names}
     assert dtypes == {"BF16" if card.dtype == "bfloat16" else "F32"}
 
 
