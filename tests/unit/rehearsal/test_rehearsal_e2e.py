@@ -129,18 +129,35 @@ def test_training_and_every_scorer_see_the_same_token_ids(run):
 def scored(run):
     import dataclasses
 
+    from chintox.scoring import vllm_backend
     from tasks.evaluate import run_evaluate
 
     cfg, out = run["cfg"], {}
-    for name, backend, mode in (("hf", "hf", "merged"), ("vllm", "vllm", "merged"), ("lora", "vllm", "lora")):
-        c = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, vllm_mode=mode))
-        rep = run["root"] / f"eval-{name}"
-        metrics = run_evaluate(c, backend=backend, reports_dir=rep, log_mlflow=False)
-        out[name] = (metrics, pd.read_csv(rep / "predictions" / "toxicn_test.csv"))
+    engines: dict[str, tuple] = {}  # what each vLLM engine was built from: (model, lora_adapter)
+    real_init = vllm_backend.VLLMScorer.__init__
+
+    def spy(self, model_path, prompt, **kw):
+        engines[name] = (str(model_path), kw.get("lora_adapter"))
+        real_init(self, model_path, prompt, **kw)
+
+    vllm_backend.VLLMScorer.__init__ = spy
+    try:
+        for name, backend, mode in (("hf", "hf", "merged"), ("vllm", "vllm", "merged"), ("lora", "vllm", "lora")):
+            c = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, vllm_mode=mode))
+            rep = run["root"] / f"eval-{name}"
+            metrics = run_evaluate(c, backend=backend, reports_dir=rep, log_mlflow=False)
+            out[name] = (metrics, pd.read_csv(rep / "predictions" / "toxicn_test.csv"))
+    finally:
+        vllm_backend.VLLMScorer.__init__ = real_init
+    out["engines"] = engines
     return out
 
 
-def test_merged_and_lora_request_agree_with_hf(scored):
+def test_merged_and_lora_request_agree_with_hf(run, scored):
+    merged_engine, lora_engine = scored["engines"]["vllm"], scored["engines"]["lora"]
+    assert merged_engine[0].endswith("stage2/merged") and merged_engine[1] is None
+    assert lora_engine[0] == str(run["stage1"]), "a LoRA request is scored over the detector's upstream"
+    assert lora_engine[1] is not None and Path(lora_engine[1]) == run["detector"] / "adapter"
     hf = scored["hf"][1]
     for name in ("vllm", "lora"):
         other = scored[name][1]
