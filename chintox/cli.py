@@ -196,26 +196,67 @@ def detect(
     text: Annotated[Optional[str], typer.Argument(help="Text to judge; omit to read lines from --file or stdin")] = None,
     file: Annotated[Optional[Path], typer.Option(help="A file with one text per line")] = None,
     model_uri: Annotated[Optional[str], typer.Option(help="Default: models:/<registered_model>@champion")] = None,
+    server: Annotated[Optional[str], typer.Option(
+        help="URL of a running `chintox serve` (e.g. http://127.0.0.1:8090): judge there, load nothing")] = None,
     params: ParamsOpt = Path("params.yaml"),
     profile: ProfileOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Judge texts with the champion detector; prints one JSON object per text."""
-    from tasks.detect import NoChampionError, detect_texts
-
-    cfg = _cfg(params, profile, set_)
     if text is not None:
         texts = [text]
     elif file is not None:
         texts = file.read_text(encoding="utf-8").splitlines()
     else:
         texts = [line.rstrip("\n") for line in sys.stdin]
+    if server is not None:
+        from chintox.serving.client import ModerationClient, ModerationError
+
+        try:
+            with ModerationClient(server) as client:
+                rows = list(client.moderate_all([t for t in texts if t.strip()]))
+        except ModerationError as e:
+            _fail(e)
+        for row in rows:
+            typer.echo(json.dumps(row, ensure_ascii=False))
+        return
+    from tasks.detect import NoChampionError, detect_texts
+
+    cfg = _cfg(params, profile, set_)
     try:
         rows = list(detect_texts(cfg, texts, model_uri=model_uri))
     except NoChampionError as e:
         _fail(e)
     for row in rows:
         typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+@app.command()
+def serve(
+    model_uri: Annotated[Optional[str], typer.Option(
+        help="Default: models:/<registered_model>@champion (an alias is followed as it moves)")] = None,
+    version: Annotated[Optional[str], typer.Option(help="Serve this registered version (not followed)")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Default: serve.host (127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Default: serve.port")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="auto | vllm | hf (default: serve.backend)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Serve the champion: vLLM's server (or hf) behind the moderation API POST /v1/moderate."""
+    from chintox.serving import ServingError
+    from tasks.detect import NoChampionError
+    from tasks.serve import run_serve
+
+    cfg = _cfg(params, profile, set_)
+    if version is not None and model_uri is not None:
+        _fail(ValueError("give --model-uri or --version, not both"))
+    if version is not None:
+        model_uri = f"models:/{cfg.mlflow.registered_model}/{version}"
+    try:
+        run_serve(cfg, model_uri=model_uri, host=host, port=port, backend=backend)
+    except (NoChampionError, ServingError) as e:
+        _fail(e)
 
 
 def main() -> None:  # pragma: no cover

@@ -194,6 +194,29 @@ class PromoteConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """``chintox serve``: the moderation API in front of a scoring engine (see :mod:`chintox.serving`)."""
+
+    host: str = "127.0.0.1"                 # the API's address (and the vLLM server's: always loopback)
+    port: int = 8090
+    backend: Literal["auto", "vllm", "hf"] = "auto"  # auto: vLLM's server when it can run the model, else hf
+    dtype: str = "card"                     # card (the detector's own) | float32 | bfloat16
+    quantization: Literal["none", "int8"] = "none"   # int8: PyTorch dynamic int8 weights (hf backend)
+    batch_max_texts: int = 128              # concurrent requests gathered into one scoring call ...
+    batch_wait_ms: float = 5.0              # ... waiting at most this long for company
+    max_texts_per_request: int = 64
+    max_text_chars: int = 2000              # longer texts are refused (413); within it, the card truncates
+    max_body_bytes: int = 262144
+    log_url: str = "sqlite:///serving/predictions.db"  # SQLAlchemy URL of the judgement log
+    log_texts: bool = False                 # store the text itself (else only its sha256)
+    follow: bool = True                     # follow the alias when it moves (promotion, rollback)
+    poll_s: float = 5.0
+    startup_timeout_s: float = 240.0        # a new version must be ready within this, or it is not taken
+    drain_timeout_s: float = 30.0           # in-flight requests of the old version finish within this
+    model_cache: str = "serving/models"     # where registered versions are downloaded
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str
     paths: PathsConfig
@@ -203,6 +226,7 @@ class Config:
     evaluate: EvaluateConfig
     mlflow: MlflowConfig
     promote: PromoteConfig
+    serve: ServeConfig = field(default_factory=ServeConfig)
     source: str = field(default="<dict>", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
