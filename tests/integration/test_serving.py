@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from integ_util import REPO, Proc, base_env, microdet, wait_for, wait_log
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
