@@ -50,7 +50,7 @@ def base_model_problem(cfg: Any) -> str | None:
     if _hub_offline():
         return (f"model.base {base!r} (revision {cfg.model.revision or 'main'}) is not in the local Hugging "
                 "Face cache and the hub is offline (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE): download it on a "
-                "machine with network access (`huggingface-cli download " + base + "`) and copy the cache, "
+                "machine with network access (`hf download " + base + "`) and copy the cache, "
                 "or set model.base to a local folder")
     try:  # online mode: is the hub reachable at all? (a short, bounded check)
         from huggingface_hub import HfApi
