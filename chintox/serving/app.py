@@ -31,7 +31,6 @@ truncation policy and answered with ``"truncated": true``.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -39,6 +38,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -99,8 +99,8 @@ def parse_texts(body: bytes, limits: Limits) -> list[str]:
         raise BadRequest(413, "body_too_large", f"the body is {len(body)} bytes; the limit is "
                                                 f"{limits.max_body_bytes} (serve.max_body_bytes)")
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
         raise BadRequest(400, "malformed_json", f"the body is not valid JSON: {e}") from e
     if not isinstance(data, dict):
         raise BadRequest(422, "not_an_object", 'the body must be a JSON object {"texts": [...]}')
@@ -212,7 +212,7 @@ def create_app(supervisor: Supervisor, limits: Limits, predlog: PredictionLog | 
             predlog.record(rows)
         metrics.requests.labels(status="200", reason="ok").inc()
         metrics.latency.observe(latency)
-        return JSONResponse(results, headers={"X-Request-ID": request_id})
+        return Response(orjson.dumps(results), media_type="application/json", headers={"X-Request-ID": request_id})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
