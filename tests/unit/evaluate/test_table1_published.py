@@ -112,28 +112,3 @@ def test_placeholder_and_missing_file_render_as_not_run(tmp_path):
 def test_the_committed_placeholder_is_readable(repo_root):
     comp = load_comparison(repo_root / "reports" / "prompt_comparison.json")
     assert comp["status"] in ("not run", "measured")
-
-
-def test_table1_times_hf_rows_before_vllm_and_shows_rows_as_asked(tmp_path, monkeypatch):
-    """The vLLM scorer leaves the process on one OpenMP thread (its best here); hf rows run first so
-    each backend is timed at its own best. The table still lists the rows model by model, as asked."""
-    import chintox.scoring
-    import tasks.table1 as t1
-
-    calls: list[tuple[str, str]] = []
-
-    def fake_make_scorer(d, cfg, be):
-        calls.append((d.name, be))
-        raise RuntimeError("not scored in this test")
-
-    monkeypatch.setattr(chintox.scoring, "make_scorer", fake_make_scorer)
-    monkeypatch.setattr(t1, "_row_mismatch", lambda label, d: None)
-    dirs = {}
-    for name in ("base", "stage2"):
-        (tmp_path / name).mkdir()
-        dirs[name] = tmp_path / name
-    rows = t1.table1_rows(micro_cfg_at(tmp_path), model_dirs=dirs, backends=["vllm", "hf"])
-    assert calls == [("base", "hf"), ("stage2", "hf"), ("base", "vllm"), ("stage2", "vllm")]
-    assert [(r["model"], r["backend"]) for r in rows] == [
-        ("base", "vllm"), ("base", "hf"), ("stage2", "vllm"), ("stage2", "hf")]
-    assert all(r["note"].startswith("failed: RuntimeError") for r in rows)
