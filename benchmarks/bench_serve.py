@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -162,8 +162,49 @@ def summarize(recs: list[tuple[float, float, int, int, str | None]], t0: float, 
             "p99_ms": round(float(np.percentile(lat, 99)), 2)}
 
 
+class _Resp:
+    def __init__(self, status: int, body: bytes):
+        self.status_code, self._body = status, body
+
+    def json(self) -> Any:
+        import orjson
+
+        return orjson.loads(self._body)
+
+    @property
+    def text(self) -> str:
+        return self._body.decode("utf-8", "replace")
+
+
+class LoadClient:
+    """The load generator's HTTP client: aiohttp (about a tenth of httpx's CPU per request here), with
+    the two calls the phases use. It shares the 2 cores with the servers it measures, so it must be
+    cheap; the direct and the API phases use the same client, so the ratios compare like with like."""
+
+    def __init__(self, connections: int = 128):
+        import aiohttp
+
+        self._s = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections),
+                                        timeout=aiohttp.ClientTimeout(total=300, connect=10))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._s.close()
+
+    async def post(self, url: str, json: Any) -> _Resp:
+        async with self._s.post(url, json=json) as r:
+            return _Resp(r.status, await r.read())
+
+    async def get(self, url: str) -> _Resp:
+        async with self._s.get(url) as r:
+            return _Resp(r.status, await r.read())
+
+
+
 class Load:
-    """Closed-loop clients over one ``httpx.AsyncClient``: each sends its next request as soon as its
+    """Closed-loop clients over one :class:`LoadClient`: each sends its next request as soon as its
     previous one is answered, until the deadline (or ``stop`` is set)."""
 
     def __init__(self, client: Any, n_items: int, serial: int = 0):
@@ -265,11 +306,8 @@ def hist_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, A
 # ------------------------------------------------------------------------------------------ phases
 async def online_phases(args: argparse.Namespace, url: str, detector: Path, texts: list[str],
                         tmp: Path, res: dict[str, Any]) -> None:
-    import httpx
-
     from chintox.serving.engine import VLLMServerEngine
 
-    limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
     engine = VLLMServerEngine("direct", detector, "card", kvcache_gb=args.kvcache_gb, block_size=args.block_size,
                               log_dir=tmp / "direct-logs")
     t = time.monotonic()
@@ -280,7 +318,7 @@ async def online_phases(args: argparse.Namespace, url: str, detector: Path, text
         rows, _ = engine.encode(texts)
         tok = engine.encoder.tokenizer  # the serial tags' ids, made before the clock runs
         tags = tok([tagged("", n) for n in range(args.tags)], add_special_tokens=False)["input_ids"]
-        async with httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0), limits=limits) as client:
+        async with LoadClient(128) as client:
             load = Load(client, len(texts))
             d_post, a_post = direct_post(client, engine, rows, tags), api_post(client, url, texts)
 
@@ -334,12 +372,9 @@ def offline_phase(args: argparse.Namespace, cfg: Any, texts: list[str]) -> dict[
 
 
 async def swap_phase(args: argparse.Namespace, cfg: Any, url: str, texts: list[str], v1: str, v2: str) -> dict:
-    import httpx
-
     from tasks.promote import run_promote
 
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=10.0), limits=limits) as client:
+    async with LoadClient(64) as client:
         load = Load(client, len(texts), serial=10 * args.tags)  # serial numbers no earlier phase used
         load.cursor = len(texts) // 2
         post = api_post(client, url, texts)

@@ -230,6 +230,7 @@ def create_app(supervisor: Supervisor, limits: Limits, predlog: PredictionLog | 
         live = supervisor.live
         return JSONResponse({"model": live.describe() if live else None, "limits": limits.__dict__,
                              "swaps": supervisor.swaps, "last_error": supervisor.last_error,
+                             "last_poll": supervisor.last_poll,
                              "follow": supervisor.follow})
 
     @app.get("/metrics")

@@ -42,6 +42,7 @@ class Supervisor:
         self.live: Engine | None = None
         self.swaps: list[dict[str, Any]] = []
         self.last_error: str | None = None
+        self.last_poll: dict[str, Any] = {}  # when the alias was last read, how long it took, what it said
         self._retiring: set[asyncio.Task] = set()
         self._poller: asyncio.Task | None = None
         self._loading = asyncio.Lock()
@@ -95,16 +96,20 @@ class Supervisor:
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.poll_s)
+            t0 = time.time()
             try:
                 version = await asyncio.to_thread(self._resolve)
+                self.last_poll = {"at": t0, "read_s": round(time.time() - t0, 3), "version": version}
             except Exception as e:  # noqa: BLE001 - the registry may be down; keep serving
                 self.last_error = f"reading the alias: {e}"
                 log.warning("could not read the served alias (still serving %s): %s",
                             self.live.version if self.live else None, str(e).splitlines()[0][:300])
                 continue
             if self.live is None or version != self.live.version:
+                log.info("the alias now names version %s (read in %.2f s); starting it", version,
+                         self.last_poll["read_s"])
                 try:
-                    await self._load(version, detected_at=time.time())
+                    await self._load(version, detected_at=t0)
                 except Exception as e:  # noqa: BLE001 - keep the live version serving
                     self.last_error = f"version {version} did not start: {e}"
                     log.error("version %s did not start; still serving %s: %s", version,
