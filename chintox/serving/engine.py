@@ -273,6 +273,10 @@ class LocalEngine(Engine):
     def __init__(self, version: str, detector_dir: Path, dtype: str = "card", quantization: str = "none",
                  batch_size: int = 32):
         super().__init__(version, detector_dir, dtype)
+        if quantization != "none" and self.dtype != "float32":
+            raise ServingError(f"serve.quantization {quantization!r} quantises float32 weights; version "
+                               f"{version} would be served in {self.dtype} (serve.dtype). Use serve.dtype "
+                               "float32 with int8, or bfloat16 without it")
         self.quantization = quantization
         self.batch_size = int(batch_size)
         self.detector: Any = None

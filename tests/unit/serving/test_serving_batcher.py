@@ -163,3 +163,17 @@ def test_a_new_version_that_fails_to_start_leaves_the_old_one_serving():
 
     live, err, closed2 = run(main())
     assert live == "1" and "version 2 did not start" in err and closed2
+
+
+def test_int8_is_refused_for_weights_that_are_not_float32(tmp_path):
+    from testutil import detector_card
+
+    from chintox.serving.engine import LocalEngine
+
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "merged" / "config.json").write_text("{}")
+    (tmp_path / "prompt.txt").write_text("判断：")
+    detector_card().write(tmp_path)
+    with pytest.raises(ServingError, match="quantises float32 weights"):
+        LocalEngine("3", tmp_path, dtype="bfloat16", quantization="int8")
+    assert LocalEngine("3", tmp_path, dtype="float32", quantization="int8").quantization == "int8"
