@@ -54,15 +54,16 @@ class ModerationClient:
             r = self._http.post("/v1/moderate", json={"texts": list(texts)})
         except httpx.HTTPError as e:
             raise ModerationError(f"{self.url}/v1/moderate: {type(e).__name__}: {e}") from e
-        if r.status_code != 200:
-            try:
-                err = r.json()["error"]
-                raise ModerationError(f"{self.url}/v1/moderate: HTTP {r.status_code} {err['reason']}: "
-                                      f"{err['message']}", r.status_code, err["reason"])
-            except (ValueError, KeyError, TypeError):
-                raise ModerationError(f"{self.url}/v1/moderate: HTTP {r.status_code}: {r.text[:300]}",
-                                      r.status_code) from None
-        return r.json()
+        if r.status_code == 200:
+            return r.json()
+        try:
+            err = r.json()["error"]
+            reason, message = err["reason"], err["message"]
+        except (ValueError, KeyError, TypeError):  # not the API's error body (a proxy, a crash)
+            raise ModerationError(f"{self.url}/v1/moderate: HTTP {r.status_code}: {r.text[:300]}",
+                                  r.status_code) from None
+        raise ModerationError(f"{self.url}/v1/moderate: HTTP {r.status_code} {reason}: {message}",
+                              r.status_code, reason)
 
     def moderate_all(self, texts: Iterable[str]) -> Iterator[dict[str, Any]]:
         size = int(self.model()["limits"]["max_texts_per_request"])

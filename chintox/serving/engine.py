@@ -73,10 +73,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def detector_parts(detector_dir: Path) -> tuple[DetectorCard, Path]:
     """(card, merged model folder) of a detector folder, or a clear :class:`ServingError`."""
-    d = Path(detector_dir)
-    if not (d / "prompt.txt").is_file() or not (d / "merged" / "config.json").is_file():
-        raise ServingError(f"{d} is not a detector folder (needs detector.json, prompt.txt, merged/config.json)")
-    return DetectorCard.read(d), d / "merged"
+    from chintox.pyfunc import DetectorFolderError, check_detector_dir
+
+    try:
+        return check_detector_dir(detector_dir), Path(detector_dir) / "merged"
+    except DetectorFolderError as e:
+        raise ServingError(str(e)) from e
 
 
 def serving_dtype(requested: str, card: DetectorCard) -> str:

@@ -98,6 +98,7 @@ def test_serve_follows_promotions_with_no_failed_request(tmp_path, detector_cach
         out = r.json()
         assert [o["model_version"] for o in out] == [v1] * 3
         assert all(o["label"] in (0, 1) and 0.0 <= o["score"] <= 1.0 for o in out)
+        assert all(o["label"] == int(o["score"] >= 0.5) for o in out)  # the micro card's threshold
         assert [o["truncated"] for o in out] == [False, False, True]
         assert len({o["id"] for o in out}) == 3 and r.headers["X-Request-ID"]
         judged_ids += [o["id"] for o in out]

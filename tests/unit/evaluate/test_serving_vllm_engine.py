@@ -42,6 +42,7 @@ def test_vllm_server_engine_scores_as_the_hf_engine(micro_detector_dir, tmp_path
     assert len(jv) == len(jh) == len(TEXTS)
     assert max(abs(a.score - b.score) for a, b in zip(jv, jh, strict=True)) <= 0.02
     assert len({round(a.score, 3) for a in jv}) > 1  # not a constant
+    assert all(j.label == int(j.score >= 0.45) for j in jv + jh)  # the card's threshold decides
     flips = [i for i, (a, b) in enumerate(zip(jv, jh, strict=True)) if a.label != b.label]
     assert all(abs(jh[i].score - 0.45) <= 0.02 for i in flips), flips  # only on the threshold (0.45)
     assert [a.truncated for a in jv] == [b.truncated for b in jh] == [False] * 30 + [True, False]
