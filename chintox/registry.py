@@ -1,5 +1,6 @@
-"""The MLflow model registry's shared contracts: alias names, connection-error retries, alias read-back
-and tag keys. The register, promote and detect steps and the flows use these; none defines its own.
+"""The MLflow model registry's shared contracts: alias names, connection-error retries, alias read-back,
+tag keys and the download of a version's detector folder. The register, promote, detect and serve steps
+and the flows use these; none defines its own.
 
 An unreachable tracking server is retried a few times with exponential backoff
 (``CHINTOX_MLFLOW_ATTEMPTS``, default 4; ``CHINTOX_MLFLOW_BACKOFF_S``, default 2: 2, 4, 8 s), then
@@ -8,10 +9,13 @@ reported as :class:`RegistryUnavailableError` naming the tracking URI. Other err
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from chintox.tracking import tracking_uri
@@ -26,8 +30,16 @@ ATTEMPTS_ENV = "CHINTOX_MLFLOW_ATTEMPTS"
 BACKOFF_ENV = "CHINTOX_MLFLOW_BACKOFF_S"
 
 
+DETECTOR_TAG = "detector_sha256"  # a version's tag: the content hash of the detector folder registered
+COMPLETE = ".complete"            # in a downloaded version's folder: {"detector": <rel path>, "detector_sha256"}
+
+
 class RegistryUnavailableError(RuntimeError):
     """The MLflow tracking server / registry could not be reached after retries."""
+
+
+class DetectorDownloadError(RuntimeError):
+    """A registered version whose detector folder cannot be had: none logged, or not the one registered."""
 
 
 _CONNECTION_HINTS = (
@@ -91,12 +103,53 @@ def version_by_alias(client: Any, name: str, alias: str) -> Any | None:
         return None
 
 
+def download_detector(cfg: Any, version: str | int, cache_dir: str | Path) -> Path:
+    """The detector folder of registered ``version`` of ``mlflow.registered_model``, downloaded once into
+    ``<cache_dir>/<name>/v<version>`` and checked against the version's ``detector_sha256`` tag; a later
+    call returns the cached folder. :class:`DetectorDownloadError` when the version holds no detector
+    folder or a different one; a connection error is retried (:func:`with_retries`)."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import Model
+    from mlflow.models.model import MLMODEL_FILE_NAME
+
+    from chintox.provenance import dir_sha256
+    from chintox.pyfunc import DETECTOR_ARTIFACT
+    from chintox.tracking import setup
+
+    name, version = cfg.mlflow.registered_model, str(version)
+    dest = Path(cache_dir) / name / f"v{version}"
+    if (dest / COMPLETE).is_file():
+        return dest / json.loads((dest / COMPLETE).read_text(encoding="utf-8"))["detector"]
+    setup(cfg)
+    mv = with_retries(lambda: MlflowClient().get_model_version(name, version), cfg, f"reading version {version}")
+    part = dest.with_name(dest.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    with_retries(lambda: mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+                                                             dst_path=str(part)), cfg, f"downloading version {version}")
+    arts = Model.load(str(part / MLMODEL_FILE_NAME)).flavors.get("python_function", {}).get("artifacts") or {}
+    rel = (arts.get(DETECTOR_ARTIFACT) or {}).get("path")
+    if not rel or not (part / rel / "detector.json").is_file():
+        raise DetectorDownloadError(f"version {version} of {name!r} has no detector folder (pyfunc artifact "
+                                    f"{DETECTOR_ARTIFACT!r}); was it registered with `chintox register`?")
+    want = (mv.tags or {}).get(DETECTOR_TAG)
+    if want and dir_sha256(part / rel) != want:
+        raise DetectorDownloadError(f"version {version} of {name!r}: the downloaded detector does not match "
+                                    f"the {DETECTOR_TAG} it was registered with ({want[:12]}...)")
+    shutil.rmtree(dest, ignore_errors=True)
+    part.rename(dest)
+    (dest / COMPLETE).write_text(json.dumps({"detector": rel, DETECTOR_TAG: want}), encoding="utf-8")
+    return dest / rel
+
+
 def tag_key(k: str) -> str:
     """``k`` as a valid MLflow tag / metric key (other characters become ``_``; at most 250)."""
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in k)[:250]
 
 
 __all__ = [
-    "ATTEMPTS_ENV", "BACKOFF_ENV", "CHALLENGER", "CHAMPION", "METRIC_TAG_PREFIX", "RegistryUnavailableError",
-    "is_connection_error", "tag_key", "version_by_alias", "with_retries",
+    "ATTEMPTS_ENV", "BACKOFF_ENV", "CHALLENGER", "CHAMPION", "COMPLETE", "DETECTOR_TAG", "METRIC_TAG_PREFIX",
+    "DetectorDownloadError", "RegistryUnavailableError", "download_detector", "is_connection_error", "tag_key",
+    "version_by_alias", "with_retries",
 ]

@@ -11,56 +11,25 @@ detector card is needed: no checkout, no DVC workspace.
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 from chintox.config import Config
-from chintox.provenance import dir_sha256
-from chintox.pyfunc import DETECTOR_ARTIFACT
-from chintox.registry import with_retries
+from chintox.registry import DetectorDownloadError, download_detector
 from chintox.serving import ServingError
-from chintox.tracking import setup
 from tasks.detect import _MODELS_URI, champion_uri, resolve
 
 log = logging.getLogger(__name__)
 
-COMPLETE = ".complete"
-
 
 def fetch_version(cfg: Config, version: str) -> Path:
-    """The detector folder of registered ``version``, downloaded once into ``serve.model_cache``."""
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.models import Model
-    from mlflow.models.model import MLMODEL_FILE_NAME
-
-    name = cfg.mlflow.registered_model
-    dest = Path(cfg.serve.model_cache) / name / f"v{version}"
-    if (dest / COMPLETE).is_file():
-        return dest / json.loads((dest / COMPLETE).read_text(encoding="utf-8"))["detector"]
-    setup(cfg)
-    mv = with_retries(lambda: MlflowClient().get_model_version(name, version), cfg, f"reading version {version}")
-    part = dest.with_name(dest.name + ".part")
-    shutil.rmtree(part, ignore_errors=True)
-    part.mkdir(parents=True)
-    with_retries(lambda: mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
-                                                             dst_path=str(part)), cfg, f"downloading version {version}")
-    arts = Model.load(str(part / MLMODEL_FILE_NAME)).flavors.get("python_function", {}).get("artifacts") or {}
-    rel = (arts.get(DETECTOR_ARTIFACT) or {}).get("path")
-    if not rel or not (part / rel / "detector.json").is_file():
-        raise ServingError(f"version {version} of {name!r} has no detector folder (pyfunc artifact "
-                           f"{DETECTOR_ARTIFACT!r}); was it registered with `chintox register`?")
-    want = (mv.tags or {}).get("detector_sha256")
-    if want and dir_sha256(part / rel) != want:
-        raise ServingError(f"version {version}: the downloaded detector does not match the detector_sha256 "
-                           f"it was registered with ({want[:12]}...)")
-    shutil.rmtree(dest, ignore_errors=True)
-    part.rename(dest)
-    (dest / COMPLETE).write_text(json.dumps({"detector": rel, "detector_sha256": want}), encoding="utf-8")
-    return dest / rel
+    """The detector folder of registered ``version``, downloaded once into ``serve.model_cache``
+    (:func:`chintox.registry.download_detector`); a version that cannot be had is a :class:`ServingError`."""
+    try:
+        return download_detector(cfg, version, cfg.serve.model_cache)
+    except DetectorDownloadError as e:
+        raise ServingError(str(e)) from e
 
 
 def build_app(cfg: Config, model_uri: str | None = None, backend: str | None = None) -> Any:
