@@ -191,6 +191,34 @@ class MlflowConfig:
 class PromoteConfig:
     cold_accuracy_tolerance: float
     min_f1_delta: float
+    # A challenger trained on moderators' feedback must beat the champion on the feedback holdout by more
+    # than this, on this metric (both scored at promotion, by the same scorer, on the same rows).
+    feedback_metric: Literal["accuracy", "f1"] = "accuracy"
+    feedback_min_gain: float = 0.0
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """Moderators' corrections (``chintox feedback``; see ``tasks/feedback.py``)."""
+
+    store: str = "feedback"                 # the DVC-tracked store (stage feedback_store); not per profile
+    train: bool = False                     # stage 2 also trains on the feedback train part
+    repeat: int = 4                         # each feedback row is seen this many times per stage-2 epoch
+    holdout_share: float = 0.2              # of the corrected texts, never trained on: an evaluation set
+    conflicts: Literal["latest", "majority", "drop"] = "latest"  # one text, corrections that disagree
+    leakage_sets: list[str] = field(default_factory=lambda: ["toxicn_val", "toxicn_test", "cold_test"])
+    review_size: int = 200                  # judgements per review-queue export ...
+    review_random_share: float = 0.2        # ... of which this share is a random sample (calibration)
+    min_new_corrections: int = 100          # retrain-on-feedback retrains once this many arrived
+    great_expectations: bool = True         # the import's GX report (Data Docs under paths.reports)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.holdout_share < 1.0:
+            raise ConfigError(f"feedback.holdout_share must be in (0, 1), got {self.holdout_share}")
+        if not 0.0 <= self.review_random_share <= 1.0:
+            raise ConfigError("feedback.review_random_share must be in [0, 1]")
+        if self.repeat < 1 or self.review_size < 1 or self.min_new_corrections < 1:
+            raise ConfigError("feedback.repeat, review_size and min_new_corrections must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -227,6 +255,7 @@ class Config:
     mlflow: MlflowConfig
     promote: PromoteConfig
     serve: ServeConfig = field(default_factory=ServeConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     source: str = field(default="<dict>", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
