@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from chintox.feedback import HOLDOUT_FILE, SETS_DIR
 from chintox.tracking import tracking_uri
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,11 @@ BACKOFF_ENV = "CHINTOX_MLFLOW_BACKOFF_S"
 
 DETECTOR_TAG = "detector_sha256"  # a version's tag: the content hash of the detector folder registered
 COMPLETE = ".complete"            # in a downloaded version's folder: {"detector": <rel path>, "detector_sha256"}
+# a version trained on moderators' feedback: these tags, and its feedback holdout on its run at this path
+FEEDBACK_TRAINED_TAG = "feedback.trained"              # "true"
+FEEDBACK_HOLDOUT_SHA_TAG = "feedback.holdout_sha256"   # = its card's lineage data.feedback_holdout
+FEEDBACK_HOLDOUT_ROWS_TAG = "feedback.holdout_rows"
+FEEDBACK_HOLDOUT_ARTIFACT = f"{SETS_DIR}/{HOLDOUT_FILE}"  # feedback/holdout.jsonl
 
 
 class RegistryUnavailableError(RuntimeError):
@@ -149,7 +155,8 @@ def tag_key(k: str) -> str:
 
 
 __all__ = [
-    "ATTEMPTS_ENV", "BACKOFF_ENV", "CHALLENGER", "CHAMPION", "COMPLETE", "DETECTOR_TAG", "METRIC_TAG_PREFIX",
+    "ATTEMPTS_ENV", "BACKOFF_ENV", "CHALLENGER", "CHAMPION", "COMPLETE", "DETECTOR_TAG", "FEEDBACK_HOLDOUT_ARTIFACT",
+    "FEEDBACK_HOLDOUT_ROWS_TAG", "FEEDBACK_HOLDOUT_SHA_TAG", "FEEDBACK_TRAINED_TAG", "METRIC_TAG_PREFIX",
     "DetectorDownloadError", "RegistryUnavailableError", "download_detector", "is_connection_error", "tag_key",
     "version_by_alias", "with_retries",
 ]

@@ -9,7 +9,11 @@ The version holds the detector folder (model, tokenizer, prompt, card) behind th
 - ``eval_data.<set>`` and ``metrics.*``: from the evaluation metrics file, which records the hash of
   each set it scored and of the detector folder it scored; metrics of another detector are refused;
 - ``git_commit`` / ``git_dirty`` of this checkout, overridden by the orchestrator's ``lineage`` tags
-  (git commit, DVC experiment name and revision) when it passes them.
+  (git commit, DVC experiment name and revision) when it passes them;
+- only for a detector trained on moderators' feedback (its card's lineage has ``data.feedback_holdout``):
+  ``feedback.trained=true``, ``feedback.holdout_sha256`` and ``feedback.holdout_rows`` of the feedback
+  holdout it was not trained on. That file must be the one the card names (same sha256) and is logged
+  on the version's run as ``feedback/holdout.jsonl``: the promotion gate scores both detectors on it.
 
 The new version gets the alias ``challenger``. Registration is an MLflow side effect, not a DVC stage.
 An unreachable tracking server is retried (:func:`chintox.registry.with_retries`); nothing on disk is
@@ -22,15 +26,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from chintox.card import LINEAGE_FEEDBACK_HOLDOUT, DetectorCard
 from chintox.config import Config
+from chintox.feedback import HOLDOUT_FILE, SETS_DIR, read_jsonl, sets_path
 from chintox.metrics import find_metric_key, flatten_metrics
-from chintox.provenance import dir_sha256, git_commit, git_dirty
+from chintox.provenance import dir_sha256, file_sha256, git_commit, git_dirty
 from chintox.pyfunc import DETECTOR_ARTIFACT, MODEL_CODE, check_detector_dir, signature
 from chintox.registry import (
     CHALLENGER,
+    FEEDBACK_HOLDOUT_ARTIFACT,
+    FEEDBACK_HOLDOUT_ROWS_TAG,
+    FEEDBACK_HOLDOUT_SHA_TAG,
+    FEEDBACK_TRAINED_TAG,
     METRIC_TAG_PREFIX,
     RegistryUnavailableError,
     is_connection_error,
@@ -77,6 +89,39 @@ def evaluated_sets(cfg: Config, flat: dict[str, float]) -> list[str]:
                                                        ("f1", "accuracy")))
 
 
+def check_feedback_holdout(cfg: Config, card: DetectorCard, d: Path,
+                           feedback_holdout: str | Path | None) -> tuple[Path, dict[str, str]] | None:
+    """For a detector trained on feedback: the holdout file (default ``<data.out_dir>/feedback/holdout.jsonl``)
+    after checking it is the one its card names, and the version's ``feedback.*`` tags; None otherwise."""
+    want = card.lineage.get(LINEAGE_FEEDBACK_HOLDOUT)
+    if not want:
+        return None
+    path = Path(feedback_holdout) if feedback_holdout else sets_path(cfg.data.out_dir, HOLDOUT_FILE)
+    fix = (f"restore the feedback sets the detector was trained with (`dvc checkout {cfg.data.out_dir}/{SETS_DIR}` "
+           "at the commit that trained it), or pass that holdout file (feedback_holdout=...)")
+    if not path.is_file():
+        raise RegistrationError(
+            f"{d.resolve()} was trained on feedback and held out the feedback rows with sha256 {want}, but "
+            f"there is no file at {path.resolve()}: {fix}")
+    got = file_sha256(path)
+    if got != want:
+        raise RegistrationError(
+            f"{path.resolve()} (sha256 {got}) is not the feedback holdout {d.resolve()} was trained beside "
+            f"(its card's {LINEAGE_FEEDBACK_HOLDOUT}: {want}): {fix}")
+    return path, {FEEDBACK_TRAINED_TAG: "true", FEEDBACK_HOLDOUT_SHA_TAG: got,
+                  FEEDBACK_HOLDOUT_ROWS_TAG: str(len(read_jsonl(path)))}
+
+
+def _log_feedback_holdout(path: Path) -> None:
+    """Log ``path`` on the active run at :data:`FEEDBACK_HOLDOUT_ARTIFACT`, whatever its own name."""
+    import mlflow
+
+    folder, fname = FEEDBACK_HOLDOUT_ARTIFACT.rsplit("/", 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copyfile(path, Path(tmp) / fname)
+        mlflow.log_artifact(str(Path(tmp) / fname), artifact_path=folder)
+
+
 def _pip_requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -104,11 +149,13 @@ def _metrics_sha(flat: dict[str, float]) -> str:
 
 
 def run_register(cfg: Config, model_dir: str | Path | None = None, metrics_file: str | Path | None = None,
-                 lineage: dict[str, str] | None = None) -> dict[str, Any]:
+                 lineage: dict[str, str] | None = None,
+                 feedback_holdout: str | Path | None = None) -> dict[str, Any]:
     """Register the detector in ``model_dir`` (default ``<paths.models>/stage2``) with the evaluation
     metrics in ``metrics_file`` (default ``<paths.reports>/metrics.json``), which must have been
     computed for this very folder; ``lineage``: extra tags from the orchestrator (they win over the
-    locally computed ``git_commit``). Returns a summary."""
+    locally computed ``git_commit``); ``feedback_holdout``: for a detector trained on feedback, its
+    holdout file (default ``<data.out_dir>/feedback/holdout.jsonl``; unused otherwise). Returns a summary."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -122,6 +169,7 @@ def run_register(cfg: Config, model_dir: str | Path | None = None, metrics_file:
     sets = evaluated_sets(cfg, flat)
     if not sets:
         raise RegistrationError(f"{mpath} has no metrics for the evaluation sets {cfg.evaluate.sets}")
+    holdout = check_feedback_holdout(cfg, card, d, feedback_holdout)
     name = cfg.mlflow.registered_model
     repo_dir = Path(cfg.source).parent if cfg.source and cfg.source != "<dict>" else None
     tags: dict[str, str] = {
@@ -137,6 +185,8 @@ def run_register(cfg: Config, model_dir: str | Path | None = None, metrics_file:
         "eval_backend": str(raw_metrics.get("backend", cfg.evaluate.backend)),
     }
     tags.update(card.lineage)
+    if holdout is not None:
+        tags.update(holdout[1])
     tags.update({f"eval_data.{s}": eval_data[s] for s in sets if s in eval_data})
     tags.update({tag_key(f"{METRIC_TAG_PREFIX}{k}"): repr(v) for k, v in flat.items()})
     tags.update({tag_key(k): str(v) for k, v in (lineage or {}).items()})
@@ -156,6 +206,8 @@ def run_register(cfg: Config, model_dir: str | Path | None = None, metrics_file:
             mlflow.log_metrics({tag_key(k): v for k, v in flat.items()})
             mlflow.set_tags({k: v for k, v in tags.items() if not k.startswith(METRIC_TAG_PREFIX)})
             mlflow.log_dict(raw_metrics, "metrics.json")
+            if holdout is not None:
+                _log_feedback_holdout(holdout[0])
             info = mlflow.pyfunc.log_model(
                 name="detector",
                 python_model=str(MODEL_CODE),
@@ -178,4 +230,4 @@ def run_register(cfg: Config, model_dir: str | Path | None = None, metrics_file:
     return result
 
 
-__all__ = ["RegistrationError", "RegistryUnavailableError", "run_register"]
+__all__ = ["RegistrationError", "RegistryUnavailableError", "check_feedback_holdout", "run_register"]
