@@ -7,6 +7,15 @@ min_f1_delta), COLD test accuracy may fall by at most ``promote.cold_accuracy_to
 evaluated on different sets (or different evaluation data) are not comparable: the gate fails and says
 why. ``force`` overrides a failed gate and needs a reason.
 
+A candidate trained on moderators' feedback (tag ``feedback.trained=true``) must also beat the champion on
+the feedback holdout it was registered with (the run's ``feedback/holdout.jsonl``, checked against the
+tag ``feedback.holdout_sha256``): both detectors are downloaded (:func:`chintox.registry.download_detector`)
+and scored on its rows by the same hf scorer (``evaluate.device``), each labelling at its own card's
+threshold, and ``promote.feedback_metric`` must rise by more than ``promote.feedback_min_gain``. An empty
+holdout fails this rule. With no champion there is nothing to compare with (as for the other rules).
+:func:`gate` decides from the figures alone (:func:`feedback_figures`); :func:`feedback_holdout` computes
+them from the registry.
+
 Every decision is written on the version (tags ``promotion.*`` plus an append-only
 ``promotion.history``); the champion history lives in the registered model's tag
 ``champion_history`` so ``rollback`` can step back more than once.
@@ -26,8 +35,22 @@ from pathlib import Path
 from typing import Any
 
 from chintox.config import Config
-from chintox.metrics import find_metric_key
-from chintox.registry import CHALLENGER, CHAMPION, METRIC_TAG_PREFIX, version_by_alias, with_retries
+from chintox.feedback import HOLDOUT_SET, read_jsonl
+from chintox.metrics import binary_metrics, find_metric_key
+from chintox.provenance import file_sha256
+from chintox.registry import (
+    CHALLENGER,
+    CHAMPION,
+    FEEDBACK_HOLDOUT_ARTIFACT,
+    FEEDBACK_HOLDOUT_SHA_TAG,
+    FEEDBACK_TRAINED_TAG,
+    METRIC_TAG_PREFIX,
+    DetectorDownloadError,
+    download_detector,
+    is_connection_error,
+    version_by_alias,
+    with_retries,
+)
 from chintox.tracking import setup, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -35,6 +58,7 @@ log = logging.getLogger(__name__)
 HISTORY_TAG = "champion_history"
 LOCK_TIMEOUT_S = 300.0
 GATED = (("toxicn_test", "f1"), ("cold_test", "accuracy"))
+FEEDBACK_KEY = "feedback_holdout"  # the feedback rule's figures in the gate's comparison
 
 
 class PromotionError(RuntimeError):
@@ -106,10 +130,42 @@ def _eval_data(mv: Any) -> dict[str, str]:
     return {k[len("eval_data."):]: v for k, v in (mv.tags or {}).items() if k.startswith("eval_data.")}
 
 
+def feedback_figures(labels: list[int], candidate_scores: list[float], champion_scores: list[float],
+                     candidate_threshold: float, champion_threshold: float, metric: str,
+                     sha256: str) -> dict[str, Any]:
+    """What the feedback rule compares: ``metric`` of each detector on the holdout rows (``labels``), each
+    labelling at its own threshold; ``candidate``/``champion`` are None for an empty holdout."""
+    def value(scores: list[float], threshold: float) -> float | None:
+        return float(binary_metrics(labels, scores, threshold)[metric]) if labels else None
+
+    return {"set": HOLDOUT_SET, "sha256": sha256, "rows": len(labels), "metric": metric,
+            "candidate": value(candidate_scores, candidate_threshold),
+            "champion": value(champion_scores, champion_threshold)}
+
+
+def feedback_rule(min_gain: float, figures: dict[str, Any]) -> tuple[bool, str, dict[str, Any]]:
+    """The feedback rule on :func:`feedback_figures`: (passed, reason, figures with delta and min_gain).
+    The candidate must beat the champion by more than ``min_gain``; an empty holdout fails."""
+    n, metric, new, old = figures["rows"], figures["metric"], figures["candidate"], figures["champion"]
+    if not n or new is None or old is None:
+        return False, (f"feedback holdout (0 rows, sha256 {str(figures['sha256'])[:12]}...) is empty: the candidate "
+                       "was trained on feedback but cannot be shown to do better on held-out feedback: FAIL"), \
+            {**figures, "delta": None, "min_gain": min_gain}
+    delta = new - old
+    out = {**figures, "delta": round(delta, 6), "min_gain": min_gain}
+    if delta > min_gain + 1e-12:
+        return True, (f"feedback holdout ({n} rows): {metric} {new:.3f} beats the champion's {old:.3f} by "
+                      f"{delta:+.3f} (needs more than {min_gain}): ok"), out
+    return False, (f"feedback holdout ({n} rows): {metric} {new:.3f} does not beat the champion's {old:.3f} by "
+                   f"more than {min_gain}: FAIL"), out
+
+
 def gate(cfg: Config, candidate: dict[str, float], champion: dict[str, float] | None,
          cand_sets: list[str], champ_sets: list[str] | None,
-         cand_data: dict[str, str] | None = None, champ_data: dict[str, str] | None = None) -> dict[str, Any]:
-    """Pure gate decision: ``{"passed": bool, "reasons": [...], "comparison": {...}}``."""
+         cand_data: dict[str, str] | None = None, champ_data: dict[str, str] | None = None,
+         feedback: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Pure gate decision: ``{"passed": bool, "reasons": [...], "comparison": {...}}``; ``feedback``: the
+    :func:`feedback_figures` of a candidate trained on feedback (ignored with no champion)."""
     reasons: list[str] = []
     comparison: dict[str, Any] = {}
     needed = sorted({s for s, _ in GATED})
@@ -120,6 +176,10 @@ def gate(cfg: Config, candidate: dict[str, float], champion: dict[str, float] | 
         if not reasons:
             reasons.append("no current champion: first promotion")
         return {"passed": not missing_sets, "reasons": reasons, "comparison": comparison}
+    feedback_ok = True
+    if feedback is not None:
+        feedback_ok, line, comparison[FEEDBACK_KEY] = feedback_rule(cfg.promote.feedback_min_gain, feedback)
+        reasons.append(line)
     if sorted(cand_sets) != sorted(champ_sets or []):
         reasons.append(f"evaluation sets differ: candidate {cand_sets}, champion {champ_sets}; "
                        "re-evaluate both on the same sets")
@@ -131,7 +191,7 @@ def gate(cfg: Config, candidate: dict[str, float], champion: dict[str, float] | 
             reasons.append(f"evaluation data differ on {differ} (content hashes); re-evaluate the "
                            "champion on the current data")
             return {"passed": False, "reasons": reasons, "comparison": comparison}
-    passed = not missing_sets
+    passed = not missing_sets and feedback_ok
     for eval_set, metric in GATED:
         kc, kp = find_metric_key(candidate, eval_set, metric), find_metric_key(champion, eval_set, metric)
         if kc is None or kp is None:
@@ -154,6 +214,55 @@ def gate(cfg: Config, candidate: dict[str, float], champion: dict[str, float] | 
     return {"passed": passed, "reasons": reasons, "comparison": comparison}
 
 
+def feedback_holdout(cfg: Config, cand: Any, champ: Any | None) -> dict[str, Any] | None:
+    """:func:`feedback_figures` of candidate version ``cand`` against ``champ``: its feedback holdout (the
+    run's artifact, checked against its tag) scored by both detectors; None when the candidate was not
+    trained on feedback or there is no champion."""
+    import mlflow
+
+    from chintox.detector import Detector
+
+    tags = cand.tags or {}
+    if champ is None or tags.get(FEEDBACK_TRAINED_TAG) != "true":
+        return None
+    want, run_id = tags.get(FEEDBACK_HOLDOUT_SHA_TAG), cand.run_id or tags.get("run_id")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=FEEDBACK_HOLDOUT_ARTIFACT,
+                                                       dst_path=tmp)
+        except Exception as e:
+            if is_connection_error(e):
+                raise
+            raise PromotionError(f"version {cand.version} was trained on feedback but its run {run_id} has no "
+                                 f"{FEEDBACK_HOLDOUT_ARTIFACT} ({e}); re-register it (`chintox register`)") from e
+        got = file_sha256(path)
+        if got != want:
+            raise PromotionError(f"version {cand.version}: the feedback holdout on its run (sha256 {got}) is not "
+                                 f"the one it was registered with ({FEEDBACK_HOLDOUT_SHA_TAG} {want})")
+        rows = read_jsonl(path)
+    labels, texts = [int(r["label"]) for r in rows], [str(r["text"]) for r in rows]
+    scored: list[tuple[list[float], float]] = []  # (scores, its card's threshold): candidate, then champion
+    for mv in (cand, champ) if rows else ():
+        try:
+            folder = download_detector(cfg, mv.version, detector_cache(cfg))
+        except DetectorDownloadError as e:
+            raise PromotionError(f"scoring the feedback holdout: {e}") from e
+        det = Detector(folder, backend="hf", device=cfg.evaluate.device, batch_size=cfg.evaluate.batch_size)
+        try:
+            scored.append((det.scores(texts), det.threshold))
+        finally:
+            det.close()
+    (cand_scores, cand_threshold), (champ_scores, champ_threshold) = scored or [([], 0.5)] * 2
+    return feedback_figures(labels, cand_scores, champ_scores, cand_threshold, champ_threshold,
+                            cfg.promote.feedback_metric, got)
+
+
+def detector_cache(cfg: Config) -> Path:
+    """Where the gate keeps downloaded detectors: beside the lock, so one per tracking store."""
+    lock = lock_path(cfg)
+    return lock.parent / f"{lock.stem}-detectors"
+
+
 def _record(client: Any, name: str, version: str, decision: dict[str, Any]) -> None:
     """Write a decision on the version: latest in ``promotion.*``, all in ``promotion.history``."""
     g = decision.get("gate") or {}
@@ -166,9 +275,15 @@ def _record(client: Any, name: str, version: str, decision: dict[str, Any]) -> N
         "promotion.metrics": json.dumps(g.get("comparison", {}))[:5000],
         "promotion.reasons": " | ".join(g.get("reasons", []))[:5000],
     }
+    feedback = g.get("comparison", {}).get(FEEDBACK_KEY)
+    if feedback:
+        flat[f"promotion.{FEEDBACK_KEY}"] = json.dumps(feedback)
     mv = client.get_model_version(name, version)
     hist = json.loads((mv.tags or {}).get("promotion.history", "[]"))
-    hist.append({k: decision.get(k) for k in ("decision", "at", "reason", "compared_to", "by")})
+    entry = {k: decision.get(k) for k in ("decision", "at", "reason", "compared_to", "by")}
+    if feedback:
+        entry[FEEDBACK_KEY] = {k: feedback[k] for k in ("rows", "metric", "candidate", "champion", "delta")}
+    hist.append(entry)
     raw = json.dumps(hist)
     while len(raw) > 5000 and len(hist) > 1:
         hist.pop(0)
@@ -221,7 +336,8 @@ def run_promote(cfg: Config, version: str | int | None = None, force: bool = Fal
                 return decision
             g = gate(cfg, version_metrics(client, cand), version_metrics(client, champ) if champ else None,
                      _sets_of(cand), _sets_of(champ) if champ else None,
-                     _eval_data(cand), _eval_data(champ) if champ else None)
+                     _eval_data(cand), _eval_data(champ) if champ else None,
+                     feedback=feedback_holdout(cfg, cand, champ))
             if g["passed"]:
                 kind = "promoted"
             elif force:
