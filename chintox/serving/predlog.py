@@ -131,3 +131,46 @@ class PredictionLog:
 
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(self.table)).scalar_one())
+
+
+def _sqlite_missing(url: str) -> bool:
+    """A file-backed SQLite URL whose file does not exist (reading must not create it)."""
+    if not url.startswith("sqlite:///") or url.startswith("sqlite:///:memory:"):
+        return False
+    return not Path(url.removeprefix("sqlite:///")).expanduser().is_file()
+
+
+def read_judgements(url: str, *, ids: list[str] | None = None, since: float | None = None,
+                    texts_only: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows of the judgement log as dicts (the table's columns), oldest first.
+
+    ``ids``: only these prediction ids; ``since``: only rows with ``created_at >= since`` (unix
+    seconds); ``texts_only``: only rows that kept their text; ``limit``: at most this many rows. A log
+    that does not exist yet (no SQLite file, no table) reads as empty and is not created."""
+    from sqlalchemy import MetaData, inspect, select
+
+    if _sqlite_missing(url) or (ids is not None and not ids):
+        return []
+    eng = _engine(url)
+    try:
+        if not inspect(eng).has_table(TABLE):
+            return []
+        t = _table(MetaData())
+        q = select(t).order_by(t.c.created_at, t.c.id)
+        if since is not None:
+            q = q.where(t.c.created_at >= float(since))
+        if texts_only:
+            q = q.where(t.c.text.is_not(None))
+        rows: list[dict[str, Any]] = []
+        with eng.connect() as conn:
+            if ids is None:
+                rows = [dict(r._mapping) for r in conn.execute(q.limit(limit) if limit else q)]
+            else:
+                uniq = sorted(set(ids))
+                for i in range(0, len(uniq), 500):  # stay under the databases' bound-parameter limits
+                    rows += [dict(r._mapping) for r in conn.execute(q.where(t.c.id.in_(uniq[i:i + 500])))]
+                rows.sort(key=lambda r: (r["created_at"], r["id"]))
+                rows = rows[:limit] if limit else rows
+        return rows
+    finally:
+        eng.dispose()
