@@ -10,8 +10,6 @@ imported inside :func:`run_feedback_gx` (it takes seconds), never at module impo
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,21 +53,10 @@ def _expectations(gx) -> list:
 def run_feedback_gx(decisions: Sequence[Decision], docs_dir: Path, name: str) -> dict[str, Any]:
     """Validate the flag frame of one import on an ephemeral context; Data Docs in ``docs_dir``
     (replaced). Returns success and, per expectation, its column, rule and unexpected count."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    t0 = time.time()
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from chintox.validation.gx import docs_context
 
-    if docs_dir.exists():
-        shutil.rmtree(docs_dir)
-    docs_dir.mkdir(parents=True)
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    ctx.add_data_docs_site(site_name="feedback", site_config={
-        "class_name": "SiteBuilder",
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
-    })
+    t0 = time.time()
+    gx, ctx = docs_context(docs_dir, "feedback")
     bd = ctx.data_sources.add_pandas("feedback").add_dataframe_asset(name=name) \
         .add_batch_definition_whole_dataframe("all_rows")
     suite = ctx.suites.add(gx.ExpectationSuite(name=SUITE))

@@ -74,10 +74,9 @@ def _suite_expectations(gx, source: str, read_columns: list[str], data_cfg, acti
     return ex
 
 
-def run_gx(flagged: dict[str, pd.DataFrame], read_columns: dict[str, list[str]], data_cfg,
-           active: set[str], docs_dir: Path) -> dict[str, Any]:
-    """One suite, validation definition and checkpoint per source on an ephemeral context; Data
-    Docs written to ``docs_dir`` (replaced each run)."""
+def docs_context(docs_dir: Path, site_name: str) -> tuple[Any, Any]:
+    """``(great_expectations, an ephemeral context)`` whose Data Docs site is ``docs_dir`` (emptied
+    first); progress bars and analytics off. Every GX report of the project starts here."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     t0 = time.time()
     import great_expectations as gx
@@ -89,11 +88,20 @@ def run_gx(flagged: dict[str, pd.DataFrame], read_columns: dict[str, list[str]],
     docs_dir.mkdir(parents=True)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    ctx.add_data_docs_site(site_name="chintox", site_config={
+    ctx.add_data_docs_site(site_name=site_name, site_config={
         "class_name": "SiteBuilder",
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
     })
+    return gx, ctx
+
+
+def run_gx(flagged: dict[str, pd.DataFrame], read_columns: dict[str, list[str]], data_cfg,
+           active: set[str], docs_dir: Path) -> dict[str, Any]:
+    """One suite, validation definition and checkpoint per source on an ephemeral context; Data
+    Docs written to ``docs_dir`` (replaced each run)."""
+    t0 = time.time()
+    gx, ctx = docs_context(docs_dir, "chintox")
     ds = ctx.data_sources.add_pandas("chintox_raw")
     out: dict[str, Any] = {}
     for source, df in flagged.items():
