@@ -37,6 +37,9 @@ COMPLETE = ".complete"            # in a downloaded version's folder: {"detector
 FEEDBACK_TRAINED_TAG = "feedback.trained"              # "true"
 FEEDBACK_HOLDOUT_SHA_TAG = "feedback.holdout_sha256"   # = its card's lineage data.feedback_holdout
 FEEDBACK_HOLDOUT_ROWS_TAG = "feedback.holdout_rows"
+# corrections in the feedback store when the version's feedback sets were derived (set by the flows;
+# retrain-on-feedback counts new corrections from the champion's value)
+FEEDBACK_CORRECTIONS_TAG = "feedback.corrections"
 FEEDBACK_HOLDOUT_ARTIFACT = f"{SETS_DIR}/{HOLDOUT_FILE}"  # feedback/holdout.jsonl
 
 
@@ -155,8 +158,23 @@ def tag_key(k: str) -> str:
 
 
 __all__ = [
-    "ATTEMPTS_ENV", "BACKOFF_ENV", "CHALLENGER", "CHAMPION", "COMPLETE", "DETECTOR_TAG", "FEEDBACK_HOLDOUT_ARTIFACT",
-    "FEEDBACK_HOLDOUT_ROWS_TAG", "FEEDBACK_HOLDOUT_SHA_TAG", "FEEDBACK_TRAINED_TAG", "METRIC_TAG_PREFIX",
-    "DetectorDownloadError", "RegistryUnavailableError", "download_detector", "is_connection_error", "tag_key",
-    "version_by_alias", "with_retries",
+    "ATTEMPTS_ENV",
+    "BACKOFF_ENV",
+    "CHALLENGER",
+    "CHAMPION",
+    "COMPLETE",
+    "DETECTOR_TAG",
+    "FEEDBACK_CORRECTIONS_TAG",
+    "FEEDBACK_HOLDOUT_ARTIFACT",
+    "FEEDBACK_HOLDOUT_ROWS_TAG",
+    "FEEDBACK_HOLDOUT_SHA_TAG",
+    "FEEDBACK_TRAINED_TAG",
+    "METRIC_TAG_PREFIX",
+    "DetectorDownloadError",
+    "RegistryUnavailableError",
+    "download_detector",
+    "is_connection_error",
+    "tag_key",
+    "version_by_alias",
+    "with_retries",
 ]

@@ -42,9 +42,6 @@ SOURCE_FILE = "source.json"                # {"store_sha256", "corrections", "im
 SUMMARY_FILE = "feedback_summary.json"     # under data.out_dir
 HOLDOUT_SET = "feedback_holdout"           # its name as an evaluation set (gate, reports)
 SOURCE = "feedback"
-# registry tag: corrections in the store when the version's feedback sets were derived (the
-# retrain-on-feedback flow counts new corrections from the champion's value)
-TAG_CORRECTIONS = "feedback.corrections"
 
 
 class FeedbackError(RuntimeError):
@@ -144,7 +141,7 @@ def load_feedback_set(out_dir: str | Path, name: str) -> list[FeedbackRow]:
 __all__ = [
     "CORRECTIONS", "HOLDOUT_FILE", "HOLDOUT_SET", "IMPORTS", "QUARANTINE", "SETS_DIR", "SOURCE", "SOURCE_FILE",
     "STORE_FILES",
-    "SUMMARY_FILE", "TAG_CORRECTIONS", "TRAIN_FILE", "CorrectionRecord", "FeedbackError", "FeedbackRow", "ImportRecord",
+    "SUMMARY_FILE", "TRAIN_FILE", "CorrectionRecord", "FeedbackError", "FeedbackRow", "ImportRecord",
     "QuarantineRecord", "feedback_part", "load_feedback_set", "read_jsonl", "sets_path", "store_path",
     "text_key", "write_jsonl",
 ]
