@@ -259,6 +259,75 @@ def serve(
         _fail(e)
 
 
+# ------------------------------------------------------------------------------ moderators' feedback
+feedback_app = typer.Typer(help="Moderators' corrections: the review queue out, corrections in.",
+                           no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+
+@app.command("feedback-store")
+def feedback_store(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """DVC stage feedback_store: create the (empty) feedback store where none exists; never change one."""
+    from tasks.feedback import run_feedback_init
+
+    _print(run_feedback_init(_cfg(params, profile, set_)))
+
+
+@app.command("feedback-sets")
+def feedback_sets(params: ParamsOpt = Path("params.yaml"), profile: ProfileOpt = None, set_: SetOpt = None) -> None:
+    """DVC stage feedback: the store's corrections -> the feedback train and holdout sets of stage 2."""
+    from chintox.feedback import FeedbackError
+    from tasks.feedback import run_feedback_sets
+
+    try:
+        _print(run_feedback_sets(_cfg(params, profile, set_)))
+    except FeedbackError as e:
+        _fail(e)
+
+
+@feedback_app.command("export")
+def feedback_export(
+    out: Annotated[Path, typer.Argument(help="The review file to write (.csv or .jsonl)")],
+    size: Annotated[Optional[int], typer.Option(help="Judgements to review (default: feedback.review_size)")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """The review queue: the served judgements nearest the threshold, plus a random sample, to a file a
+    moderator fills in (column `label`: 1 toxic, 0 not)."""
+    from chintox.feedback import FeedbackError
+    from tasks.feedback import run_feedback_export
+
+    try:
+        _print(run_feedback_export(_cfg(params, profile, set_), out, size=size))
+    except FeedbackError as e:
+        _fail(e)
+
+
+@feedback_app.command("import")
+def feedback_import(
+    file: Annotated[Path, typer.Argument(help="Corrections (.csv or .jsonl): text or prediction_id, label, "
+                                              "optional note and moderator")],
+    moderator: Annotated[Optional[str], typer.Option(help="Moderator id for rows that name none")] = None,
+    dvc_commit: Annotated[bool, typer.Option(help="Record the store as a new DVC version (dvc commit)")] = True,
+    params: ParamsOpt = Path("params.yaml"),
+    profile: ProfileOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Validate corrections, quarantine bad rows with their reason, add the rest to the feedback store
+    (a new DVC version). Importing the same file again changes nothing."""
+    from chintox.feedback import FeedbackError
+    from chintox.logs import setup_logging
+    from tasks.feedback import run_feedback_import
+
+    setup_logging()
+    cfg = _cfg(params, profile, set_)
+    try:
+        _print(run_feedback_import(cfg, file, moderator=moderator, dvc_commit=dvc_commit))
+    except FeedbackError as e:
+        _fail(e)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from chintox.card import (
+    LINEAGE_FEEDBACK_HOLDOUT,
+    LINEAGE_FEEDBACK_STORE,
+    LINEAGE_FEEDBACK_TRAIN,
     LINEAGE_STAGE1_DATA,
     LINEAGE_TRAIN,
     LINEAGE_UPSTREAM,
@@ -98,7 +101,8 @@ def _folder_fingerprint(ref: str) -> str:
     return h.hexdigest()
 
 
-def config_hash(cfg: Config, stage: str, upstream: str, data_files: list[Path]) -> str:
+def config_hash(cfg: Config, stage: str, upstream: str, data_files: list[Path],
+                extra: dict[str, Any] | None = None) -> str:
     """Hash of everything that decides a stage's result: its params, the model/data sections, the
     prompt, the upstream model's files and the split files it reads. Checkpoints carry it, so a
     changed parameter never resumes a stale run."""
@@ -111,6 +115,8 @@ def config_hash(cfg: Config, stage: str, upstream: str, data_files: list[Path]) 
     }
     if stage == "stage2":
         payload["prompt"] = Path(cfg.model.prompt_file).read_bytes().hex()
+    if extra:
+        payload["extra"] = extra
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -354,11 +360,36 @@ def run_stage1(cfg: Config, out: Path | None = None, run_name: str = "stage1") -
 # ----------------------------------------------------------------------------- stage 2
 
 
-def _lineage(cfg: Config, stage1_dir: Path, upstream: str) -> dict[str, str]:
+def _feedback_files(cfg: Config) -> dict[str, Path]:
+    from chintox.feedback import HOLDOUT_FILE, SOURCE_FILE, TRAIN_FILE, sets_path
+
+    return {k: sets_path(cfg.data.out_dir, k) for k in (TRAIN_FILE, HOLDOUT_FILE, SOURCE_FILE)}
+
+
+def _feedback_records(cfg: Config) -> list[dict]:
+    """The feedback train rows stage 2 adds (each ``feedback.repeat`` times), from the feedback sets
+    (DVC stage ``feedback``); a missing set is an error, an empty one a warning."""
+    from chintox.feedback import TRAIN_FILE, load_feedback_set
+
+    files = _feedback_files(cfg)
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"feedback.train is on but {missing} do not exist: run `dvc repro feedback` "
+                                "(or `chintox feedback-sets`) first")
+    rows = load_feedback_set(cfg.data.out_dir, TRAIN_FILE)
+    if not rows:
+        log.warning("feedback.train is on but %s holds no corrections: training on ToxiCN train only",
+                    files[TRAIN_FILE])
+    log.info("stage 2 adds %d feedback rows x %d (feedback.repeat)", len(rows), cfg.feedback.repeat)
+    return [{"text": r["text"], "label": int(r["label"])} for r in rows] * cfg.feedback.repeat
+
+
+def _lineage(cfg: Config, stage1_dir: Path, upstream: str, feedback: bool = False) -> dict[str, str]:
     """What the detector was trained and validated on, by content: sha256 of the ToxiCN train and val
     split files, of the upstream folder it was given (``model.stage1``) and of the model it actually
     loaded (``model.upstream``: the base behind a stage-1 pointer; ``hub:<id>`` for a hub model), and
-    the stage-1 records' hash that stage 1 recorded when it ran."""
+    the stage-1 records' hash that stage 1 recorded when it ran. With ``feedback``: the feedback train
+    set it trained on, the holdout it did not, and the store version both came from."""
     lineage = {LINEAGE_TRAIN: file_sha256(_split_file(cfg, "toxicn_train")),
                LINEAGE_VAL: file_sha256(_split_file(cfg, "toxicn_val")),
                LINEAGE_UPSTREAM_DIR: dir_sha256(stage1_dir)}
@@ -372,13 +403,25 @@ def _lineage(cfg: Config, stage1_dir: Path, upstream: str) -> dict[str, str]:
         recorded = json.loads(info.read_text(encoding="utf-8")).get("lineage", {})
         if LINEAGE_STAGE1_DATA in recorded:
             lineage[LINEAGE_STAGE1_DATA] = recorded[LINEAGE_STAGE1_DATA]
+    if feedback:
+        from chintox.feedback import HOLDOUT_FILE, SOURCE_FILE, TRAIN_FILE
+
+        files = _feedback_files(cfg)
+        lineage[LINEAGE_FEEDBACK_TRAIN] = file_sha256(files[TRAIN_FILE])
+        lineage[LINEAGE_FEEDBACK_HOLDOUT] = file_sha256(files[HOLDOUT_FILE])
+        source = json.loads(files[SOURCE_FILE].read_text(encoding="utf-8"))
+        lineage[LINEAGE_FEEDBACK_STORE] = str(source["store_sha256"])
     return dict(sorted(lineage.items()))
 
 
 def run_stage2(cfg: Config, stage1_dir: Path | None = None, out: Path | None = None,
-               run_name: str = "stage2") -> Path:
+               run_name: str = "stage2", feedback: bool | None = None) -> Path:
     """The `stage2` step: a fresh LoRA on ToxiCN train over ``stage1_dir`` (default
     ``<paths.models>/stage1``); the detector folder ``out`` (default ``<paths.models>/stage2``).
+
+    ``feedback`` (default: ``feedback.train`` for the pipeline's own detector, never for Table 1's arm):
+    the feedback train set (moderators' corrections, DVC stage ``feedback``) is added to ToxiCN train,
+    each row ``feedback.repeat`` times; the card's lineage names the feedback sets and store version.
 
     Folder contract: ``merged/`` (HF model + tokenizer, safetensors), ``adapter/`` (peft, relative
     to the stage-1 model), ``prompt.txt``, ``detector.json`` (a :class:`DetectorCard`, with the
@@ -405,13 +448,22 @@ def run_stage2(cfg: Config, stage1_dir: Path | None = None, out: Path | None = N
     torch.manual_seed(cfg.data.seed)
     tok, model = _load_upstream(cfg, upstream, accelerator)
     prompt = prompt_from_config(cfg)
+    use_feedback = (own and cfg.feedback.train) if feedback is None else feedback
     train_recs = _subsample(load_records(cfg, "toxicn_train"), sc.max_samples, cfg.data.seed)
+    fb_recs = _feedback_records(cfg) if use_feedback else []
+    train_recs = train_recs + fb_recs
     val_recs = load_records(cfg, "toxicn_val")
     train = Stage2Data(tok, prompt, train_recs, sc.max_seq_len)
     val = Stage2Data(tok, prompt, val_recs, sc.max_seq_len)
     pm = _peft_model(model, sc)
-    chash = config_hash(cfg, "stage2", upstream,
-                        [_split_file(cfg, "toxicn_train"), _split_file(cfg, "toxicn_val")])
+    data_files = [_split_file(cfg, "toxicn_train"), _split_file(cfg, "toxicn_val")]
+    extra = None
+    if use_feedback:  # only then: a pipeline without feedback keeps its checkpoints' hash
+        from chintox.feedback import TRAIN_FILE
+
+        data_files.append(_feedback_files(cfg)[TRAIN_FILE])
+        extra = {"feedback_repeat": cfg.feedback.repeat}
+    chash = config_hash(cfg, "stage2", upstream, data_files, extra)
     ckpts = CheckpointManager(Path(cfg.paths.checkpoints) / run_name, sc.keep_checkpoints, chash)
     prefix = torch.tensor(train.prefix_ids)
 
@@ -429,6 +481,7 @@ def run_stage2(cfg: Config, stage1_dir: Path | None = None, out: Path | None = N
 
         mlflow.log_params(_mlflow_params(cfg, "stage2", {
             "train_examples": len(train.texts), "val_examples": len(val.texts), "config_hash": chash,
+            "feedback_examples": len(fb_recs),
             "stage1_enabled": stage1_enabled, "prompt_tokens": len(train.prefix_ids)}))
         spec = LoopSpec(
             n_examples=len(train.texts), batch_size=sc.batch_size, grad_accum=sc.grad_accum, epochs=sc.epochs,
@@ -466,7 +519,7 @@ def run_stage2(cfg: Config, stage1_dir: Path | None = None, out: Path | None = N
             max_model_len=model_window(model.config, cfg.evaluate.max_model_len),
             base_model_id=base_id, base_model_revision=base_rev, lora_r=sc.lora_r, lora_alpha=sc.lora_alpha,
             lora_target_modules=sorted(sc.target_modules), lora_modules_to_save=sorted(sc.modules_to_save),
-            lineage=_lineage(cfg, stage1_dir, upstream),
+            lineage=_lineage(cfg, stage1_dir, upstream, use_feedback),
         )
         card_file = card.write(tmp)
         _publish(tmp, out)
@@ -500,7 +553,7 @@ def run_table1_arm(cfg: Config) -> Path:
     log.info("Table 1 arm: stage 1 %s (the pipeline's own detector has it %s)",
              "on" if flipped.train.stage1.enabled else "off", "on" if cfg.train.stage1.enabled else "off")
     s1 = run_stage1(flipped, out=root / "stage1", run_name=f"{ARM_DIR}.stage1")
-    return run_stage2(flipped, stage1_dir=s1, out=root / "stage2", run_name=f"{ARM_DIR}.stage2")
+    return run_stage2(flipped, stage1_dir=s1, out=root / "stage2", run_name=f"{ARM_DIR}.stage2", feedback=False)
 
 
 __all__ = ["ModelLoadError", "run_stage1", "run_stage2", "run_table1_arm"]
