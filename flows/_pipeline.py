@@ -6,6 +6,7 @@ only in their target and defaults.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,23 @@ def register_task(params: str, profile: str | None, overrides: dict | None, root
 
     cfg = load_cfg(params, profile, overrides)
     detector, metrics = pipeline_outputs(cfg)
-    lineage = _lineage(Path(root), exp, [detector, f"{cfg.data.out_dir}/splits"])
-    with _dvc.checked_out(Path(root), exp["rev"], [detector, metrics]) as tmp:
-        return run_register(cfg, model_dir=tmp / detector, metrics_file=tmp / metrics, lineage=lineage)
+    outs = [detector, f"{cfg.data.out_dir}/splits"]
+    files = [detector, metrics]
+    if cfg.feedback.train:  # the feedback sets it trained on and the holdout the gate scores, same commit
+        from chintox.feedback import HOLDOUT_FILE, SETS_DIR, SOURCE_FILE, sets_path
+
+        outs += [f"{cfg.data.out_dir}/{SETS_DIR}", cfg.feedback.store]
+        holdout, source = (sets_path(cfg.data.out_dir, n).as_posix() for n in (HOLDOUT_FILE, SOURCE_FILE))
+        files += [holdout, source]
+    lineage = _lineage(Path(root), exp, outs)
+    with _dvc.checked_out(Path(root), exp["rev"], files) as tmp:
+        kw: dict[str, Any] = {}
+        if cfg.feedback.train:
+            from chintox.registry import FEEDBACK_CORRECTIONS_TAG
+
+            lineage[FEEDBACK_CORRECTIONS_TAG] = str(json.loads((tmp / source).read_text(encoding="utf-8"))["corrections"])
+            kw["feedback_holdout"] = tmp / holdout
+        return run_register(cfg, model_dir=tmp / detector, metrics_file=tmp / metrics, lineage=lineage, **kw)
 
 
 def pipeline_outputs(cfg: Any) -> tuple[str, str]:
@@ -65,8 +80,6 @@ def _lineage(root: Path, exp: dict[str, Any], outs: list[str]) -> dict[str, str]
 
 def read_metrics(root: Path, rev: str, rel: str) -> dict[str, Any]:
     """The metrics file ``rel`` as committed by the experiment ``rev``."""
-    import json
-
     with _dvc.checked_out(root, rev, [rel]) as tmp:
         return json.loads((tmp / rel).read_text(encoding="utf-8"))
 
