@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -12,6 +13,8 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+RUN_TIMEOUT_S = float(os.environ.get("CHINTOX_FLOW_TIMEOUT_S", "900"))
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 VENV_BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests" / "unit" / "registry"))
 
@@ -155,3 +158,120 @@ def clone_worktree(dest: Path) -> Path:
     for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "working tree under test"]):
         subprocess.run(git + cmd, cwd=repo, check=True, capture_output=True)
     return repo
+
+
+# ---------------------------------------------------------------- a real Prefect server and worker
+
+def _api(url: str, method: str = "GET", body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read() or b"{}")
+
+
+class PrefectStack:
+    """`prefect server start` on 127.0.0.1 with its own PREFECT_HOME and SQLite db, the work pool,
+    the deployments of prefect.yaml (deployed with the CLI) and a process worker."""
+
+    def __init__(self, tmp: Path, repo: Path = REPO):
+        self.tmp = tmp
+        self.repo = repo
+        self.api = ""  # known once the server has picked its port (start)
+        home = tmp / "prefect_home"
+        home.mkdir()
+        self.env = base_env(tmp)
+        self.env.update({
+            "PREFECT_HOME": str(home),
+            # results (the task cache) default to ~/.prefect/storage whatever PREFECT_HOME says
+            "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+            "PWD": str(repo),  # prefect.yaml's */local deployments run the code of this checkout
+        })
+        self.procs: list[Proc] = []
+
+    def start(self) -> None:
+        """The server picks its own free port (``--port 0``); the port it listens on is read from the OS
+        (Prefect's banner only repeats the 0), so no port is chosen here and then raced for."""
+        self.server = Proc([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                            "--port", "0"], self.tmp / "prefect-server.log", self.env)
+        self.procs.append(self.server)
+        port = listening_port(self.server.p, 240, self.server.log)
+        self.api = f"http://127.0.0.1:{port}/api"
+        self.env["PREFECT_API_URL"] = self.api
+        wait_http(f"{self.api}/health", 240, self.server.p, self.server.log)
+        self.cli("work-pool", "create", "chintox-cpu", "--type", "process")
+
+    def cli(self, *args: str, timeout: float = 300) -> str:
+        r = subprocess.run([str(VENV_BIN / "prefect"), *args], cwd=self.repo, env=self.env, capture_output=True,
+                           text=True, timeout=timeout, check=False)
+        assert r.returncode == 0, f"prefect {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        return r.stdout
+
+    def deploy(self, name: str) -> None:
+        self.cli("--no-prompt", "deploy", "--prefect-file", str(self.repo / "prefect.yaml"), "--name", name)
+
+    def start_worker(self) -> None:
+        w = Proc([str(VENV_BIN / "prefect"), "worker", "start", "--pool", "chintox-cpu", "--type", "process",
+                  "--limit", "1"], self.tmp / "prefect-worker.log", self.env, cwd=self.repo)
+        self.procs.append(w)
+        self.worker = w
+
+    def run(self, flow: str, deployment: str, parameters: dict) -> dict:
+        dep = _api(f"{self.api}/deployments/name/{flow}/{deployment}")
+        fr = _api(f"{self.api}/deployments/{dep['id']}/create_flow_run", "POST", {"parameters": parameters})
+        t0 = time.time()
+        while time.time() - t0 < RUN_TIMEOUT_S:
+            state = _api(f"{self.api}/flow_runs/{fr['id']}")["state"]
+            if state["type"] in TERMINAL:
+                return {"id": fr["id"], "state": state, "seconds": round(time.time() - t0, 1)}
+            if self.worker.p.poll() is not None:
+                break
+            time.sleep(3)
+        raise AssertionError(f"flow run {fr['id']} of {flow}/{deployment} not finished after "
+                             f"{time.time() - t0:.0f} s; worker log:\n{self.worker.log.read_text()[-5000:]}")
+
+    def logs(self, flow_run_id: str) -> str:
+        rows = _api(f"{self.api}/logs/filter", "POST",
+                    {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
+        return "\n".join(r["message"] for r in rows)[-6000:]
+
+    def task_states(self, flow_run_id: str, expect: set[str], timeout: float = 60) -> dict[str, str]:
+        """``{task name: state name}`` of a flow run's task runs (name without the run suffix), awaited
+        until every task in ``expect`` has a final state: Prefect records task runs asynchronously, so a
+        read right after the flow finished can miss one or find it stateless."""
+        def read() -> dict[str, str] | None:
+            rows = _api(f"{self.api}/task_runs/filter", "POST", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+            states = {r["name"].rsplit("-", 1)[0]: (r.get("state") or {}).get("type") for r in rows}
+            return states if all(states.get(t) in TERMINAL for t in expect) else None
+        return wait_for(read, timeout, f"task states {sorted(expect)} of flow run {flow_run_id}")
+
+    def artifacts(self, flow_run_id: str, expect: set[str], timeout: float = 60) -> dict[str, str]:
+        """``{key: markdown}`` of a flow run's artifacts, awaited until every key in ``expect`` is there."""
+        def read() -> dict[str, str] | None:
+            rows = _api(f"{self.api}/artifacts/filter", "POST",
+                        {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
+            found = {a["key"]: a.get("data") or "" for a in rows if a.get("key")}
+            return found if expect <= set(found) else None
+        return wait_for(read, timeout, f"artifacts {sorted(expect)} of flow run {flow_run_id}")
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+
+
+def assert_completed(stack: PrefectStack, run: dict) -> None:
+    assert run["state"]["type"] == "COMPLETED", (
+        f"{run['state']['type']}: {run['state'].get('message')}\n--- flow logs\n{stack.logs(run['id'])}\n"
+        f"--- worker log\n{stack.worker.log.read_text()[-4000:]}")
+
+
+def sh(cmd: list[str], cwd: Path, env: dict) -> str:
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout
+
+

@@ -7,123 +7,15 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import microdet
 import pytest
 import yaml
-from integ_util import REPO, VENV_BIN, Proc, base_env, clone_worktree, listening_port, wait_for, wait_http
+from integ_util import REPO, VENV_BIN, PrefectStack, assert_completed, clone_worktree, sh, wait_for
 from testutil import micro_overrides
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-RUN_TIMEOUT_S = float(os.environ.get("CHINTOX_FLOW_TIMEOUT_S", "900"))
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def _api(url: str, method: str = "GET", body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read() or b"{}")
-
-
-class PrefectStack:
-    """`prefect server start` on 127.0.0.1 with its own PREFECT_HOME and SQLite db, the work pool,
-    the deployments of prefect.yaml (deployed with the CLI) and a process worker."""
-
-    def __init__(self, tmp: Path, repo: Path = REPO):
-        self.tmp = tmp
-        self.repo = repo
-        self.api = ""  # known once the server has picked its port (start)
-        home = tmp / "prefect_home"
-        home.mkdir()
-        self.env = base_env(tmp)
-        self.env.update({
-            "PREFECT_HOME": str(home),
-            # results (the task cache) default to ~/.prefect/storage whatever PREFECT_HOME says
-            "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
-            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_ENABLED": "false",
-            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-            "PREFECT_LOGGING_LEVEL": "INFO",
-            "PWD": str(repo),  # prefect.yaml's */local deployments run the code of this checkout
-        })
-        self.procs: list[Proc] = []
-
-    def start(self) -> None:
-        """The server picks its own free port (``--port 0``); the port it listens on is read from the OS
-        (Prefect's banner only repeats the 0), so no port is chosen here and then raced for."""
-        self.server = Proc([str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                            "--port", "0"], self.tmp / "prefect-server.log", self.env)
-        self.procs.append(self.server)
-        port = listening_port(self.server.p, 240, self.server.log)
-        self.api = f"http://127.0.0.1:{port}/api"
-        self.env["PREFECT_API_URL"] = self.api
-        wait_http(f"{self.api}/health", 240, self.server.p, self.server.log)
-        self.cli("work-pool", "create", "chintox-cpu", "--type", "process")
-
-    def cli(self, *args: str, timeout: float = 300) -> str:
-        r = subprocess.run([str(VENV_BIN / "prefect"), *args], cwd=self.repo, env=self.env, capture_output=True,
-                           text=True, timeout=timeout, check=False)
-        assert r.returncode == 0, f"prefect {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-        return r.stdout
-
-    def deploy(self, name: str) -> None:
-        self.cli("--no-prompt", "deploy", "--prefect-file", str(self.repo / "prefect.yaml"), "--name", name)
-
-    def start_worker(self) -> None:
-        w = Proc([str(VENV_BIN / "prefect"), "worker", "start", "--pool", "chintox-cpu", "--type", "process",
-                  "--limit", "1"], self.tmp / "prefect-worker.log", self.env, cwd=self.repo)
-        self.procs.append(w)
-        self.worker = w
-
-    def run(self, flow: str, deployment: str, parameters: dict) -> dict:
-        dep = _api(f"{self.api}/deployments/name/{flow}/{deployment}")
-        fr = _api(f"{self.api}/deployments/{dep['id']}/create_flow_run", "POST", {"parameters": parameters})
-        t0 = time.time()
-        while time.time() - t0 < RUN_TIMEOUT_S:
-            state = _api(f"{self.api}/flow_runs/{fr['id']}")["state"]
-            if state["type"] in TERMINAL:
-                return {"id": fr["id"], "state": state, "seconds": round(time.time() - t0, 1)}
-            if self.worker.p.poll() is not None:
-                break
-            time.sleep(3)
-        raise AssertionError(f"flow run {fr['id']} of {flow}/{deployment} not finished after "
-                             f"{time.time() - t0:.0f} s; worker log:\n{self.worker.log.read_text()[-5000:]}")
-
-    def logs(self, flow_run_id: str) -> str:
-        rows = _api(f"{self.api}/logs/filter", "POST",
-                    {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
-        return "\n".join(r["message"] for r in rows)[-6000:]
-
-    def task_states(self, flow_run_id: str, expect: set[str], timeout: float = 60) -> dict[str, str]:
-        """``{task name: state name}`` of a flow run's task runs (name without the run suffix), awaited
-        until every task in ``expect`` has a final state: Prefect records task runs asynchronously, so a
-        read right after the flow finished can miss one or find it stateless."""
-        def read() -> dict[str, str] | None:
-            rows = _api(f"{self.api}/task_runs/filter", "POST", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
-            states = {r["name"].rsplit("-", 1)[0]: (r.get("state") or {}).get("type") for r in rows}
-            return states if all(states.get(t) in TERMINAL for t in expect) else None
-        return wait_for(read, timeout, f"task states {sorted(expect)} of flow run {flow_run_id}")
-
-    def artifacts(self, flow_run_id: str, expect: set[str], timeout: float = 60) -> dict[str, str]:
-        """``{key: markdown}`` of a flow run's artifacts, awaited until every key in ``expect`` is there."""
-        def read() -> dict[str, str] | None:
-            rows = _api(f"{self.api}/artifacts/filter", "POST",
-                        {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}})
-            found = {a["key"]: a.get("data") or "" for a in rows if a.get("key")}
-            return found if expect <= set(found) else None
-        return wait_for(read, timeout, f"artifacts {sorted(expect)} of flow run {flow_run_id}")
-
-    def stop(self) -> None:
-        for p in reversed(self.procs):
-            p.stop()
-
 
 @pytest.fixture
 def prefect_stack(tmp_path):
@@ -135,20 +27,8 @@ def prefect_stack(tmp_path):
         stack.stop()
 
 
-def _assert_completed(stack: PrefectStack, run: dict) -> None:
-    assert run["state"]["type"] == "COMPLETED", (
-        f"{run['state']['type']}: {run['state'].get('message')}\n--- flow logs\n{stack.logs(run['id'])}\n"
-        f"--- worker log\n{stack.worker.log.read_text()[-4000:]}")
-
-
-def _sh(cmd: list[str], cwd: Path, env: dict) -> str:
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r.stdout
-
-
 def _detect_cli(env: dict, cwd: Path, text: str, profile: str = "micro", sets: list[str] = ()) -> dict:
-    out = _sh([str(VENV_BIN / "python"), "-m", "chintox.cli", "detect", text, "--profile", profile, *sets],
+    out = sh([str(VENV_BIN / "python"), "-m", "chintox.cli", "detect", text, "--profile", profile, *sets],
               cwd, env)
     return json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
 
@@ -166,7 +46,7 @@ def _stage_table(markdown: str) -> dict[str, str]:
 def _out_md5(repo: Path, stages_md: str, out: str) -> str:
     """The md5 of ``out`` in the dvc.lock of the experiment a stages artifact names."""
     rev = re.search(r"\(commit `([0-9a-f]+)`", stages_md).group(1)
-    lock = yaml.safe_load(_sh(["git", "show", f"{rev}:dvc.lock"], repo, dict(os.environ)))
+    lock = yaml.safe_load(sh(["git", "show", f"{rev}:dvc.lock"], repo, dict(os.environ)))
     return next(o["md5"] for st in lock["stages"].values() for o in st.get("outs", []) if o["path"] == out)
 
 
@@ -180,7 +60,7 @@ def test_train_detector_deployment_end_to_end(tmp_path):
     from chintox.provenance import dir_sha256
 
     repo = clone_worktree(tmp_path / "machine1")
-    head = _sh(["git", "rev-parse", "HEAD"], repo, dict(os.environ)).strip()
+    head = sh(["git", "rev-parse", "HEAD"], repo, dict(os.environ)).strip()
     committed_lock = yaml.safe_load((repo / "dvc.lock").read_text(encoding="utf-8"))
     stack = PrefectStack(tmp_path, repo)
     try:
@@ -191,16 +71,17 @@ def test_train_detector_deployment_end_to_end(tmp_path):
         params = {"profile": "micro", "backend": "hf"}
         run = stack.run("train-detector", "local", params)
         print(f"train-detector: {run['state']['type']} in {run['seconds']} s")
-        _assert_completed(stack, run)
+        assert_completed(stack, run)
         arts = stack.artifacts(run["id"], {"train-detector-stages", "train-detector-metrics",
                                            "train-detector-registration"})
         first = _stage_table(arts["train-detector-stages"])
-        assert first == {s: "ran" for s in ("validate", "split", "base", "stage1", "stage2", "evaluate")}, first
+        assert first == {s: "ran" for s in ("validate", "split", "base", "feedback_store", "feedback", "stage1",
+                                            "stage2", "evaluate")}, first
         assert stack.task_states(run["id"], {"dvc-experiment", "dvc-push", "register"}) == {
             "dvc-experiment": "COMPLETED", "dvc-push": "COMPLETED", "register": "COMPLETED"}
 
         # the checkout itself is untouched: same params and tracked files, no outputs written into it
-        assert _sh(["git", "status", "--porcelain", "--untracked-files=no"], repo, stack.env) == ""
+        assert sh(["git", "status", "--porcelain", "--untracked-files=no"], repo, stack.env) == ""
         for out in ("data/splits", "data/validated", "models"):
             assert not (repo / out).exists(), out
 
@@ -220,12 +101,12 @@ def test_train_detector_deployment_end_to_end(tmp_path):
         other = tmp_path / "machine2"
         other.mkdir()
         env = stack.env
-        _sh(["git", "clone", "-q", str(repo), str(other / "repo")], tmp_path, env)
-        _sh(["git", "fetch", "-q", "origin", exp_rev], other / "repo", env)
-        _sh(["git", "checkout", "-q", exp_rev], other / "repo", env)
+        sh(["git", "clone", "-q", str(repo), str(other / "repo")], tmp_path, env)
+        sh(["git", "fetch", "-q", "origin", exp_rev], other / "repo", env)
+        sh(["git", "checkout", "-q", exp_rev], other / "repo", env)
         (other / "shared").symlink_to(tmp_path / "machine1" / "shared")
         (other / "chintox-dvc-remote").symlink_to(tmp_path / "machine1" / "chintox-dvc-remote")
-        _sh([str(VENV_BIN / "dvc"), "pull", "-q", "split", "stage2"], other / "repo", env)
+        sh([str(VENV_BIN / "dvc"), "pull", "-q", "split", "stage2"], other / "repo", env)
         pulled = other / "repo"
         lock = yaml.safe_load((pulled / "dvc.lock").read_text(encoding="utf-8"))
         lock_md5 = {o["path"]: o["md5"] for st in lock["stages"].values() for o in st.get("outs", [])}
@@ -242,7 +123,7 @@ def test_train_detector_deployment_end_to_end(tmp_path):
         assert tags["detector_sha256"] == dir_sha256(pulled / "models" / "stage2")
 
         prom = stack.run("promote-detector", "local", {"profile": "micro"})
-        _assert_completed(stack, prom)
+        assert_completed(stack, prom)
         champion = wait_for(lambda: (v := c.get_model_version_by_alias(name, "champion")) and v.version or None,
                             30, "champion alias")
         assert str(champion) == str(mv.version)
@@ -252,7 +133,7 @@ def test_train_detector_deployment_end_to_end(tmp_path):
         # nothing changed: DVC restores every stage, nothing retrains, nothing new is registered
         versions_before = len(c.search_model_versions(f"name='{name}'"))
         run2 = stack.run("train-detector", "local", params)
-        _assert_completed(stack, run2)
+        assert_completed(stack, run2)
         print(f"train-detector re-run: {run2['seconds']} s")
         second_md = stack.artifacts(run2["id"], {"train-detector-stages"})["train-detector-stages"]
         second = _stage_table(second_md)
@@ -263,10 +144,10 @@ def test_train_detector_deployment_end_to_end(tmp_path):
         # a changed line of training code (no comment: DVC hashes bytes) retrains, and only downstream
         train_py = repo / "tasks" / "train.py"
         train_py.write_text(train_py.read_text(encoding="utf-8") + "\n_RETRAIN_PROBE = 1\n", encoding="utf-8")
-        _sh(["git", "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qam", "probe"], repo,
+        sh(["git", "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qam", "probe"], repo,
             stack.env)
         run3 = stack.run("train-detector", "local", {**params, "register_model": False, "push_outputs": False})
-        _assert_completed(stack, run3)
+        assert_completed(stack, run3)
         third_md = stack.artifacts(run3["id"], {"train-detector-stages"})["train-detector-stages"]
         third = _stage_table(third_md)
         assert {k: third[k] for k in ("validate", "split", "base", "stage1", "stage2")} == {
@@ -296,7 +177,7 @@ def test_promote_deployment_and_detect(prefect_stack, tmp_path, detector_cache):
     overrides = micro_overrides(root)
     run = prefect_stack.run("promote-detector", "local", {"profile": "micro", "overrides": overrides})
     print(f"promote-detector: {run['state']['type']} in {run['seconds']} s")
-    _assert_completed(prefect_stack, run)
+    assert_completed(prefect_stack, run)
     prefect_stack.artifacts(run["id"], {"promote-detector-decision"})
     sets = [x for k, v in overrides.items() for x in ("--set", f"{k}={v}")]
     out = _detect_cli(prefect_stack.env, REPO, "你好", sets=sets)
