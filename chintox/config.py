@@ -210,7 +210,7 @@ class FeedbackConfig:
     review_size: int = 200                  # judgements per review-queue export ...
     review_random_share: float = 0.2        # ... of which this share is a random sample (calibration)
     min_new_corrections: int = 100          # retrain-on-feedback retrains once this many arrived
-    great_expectations: bool = True         # the import's GX report (Data Docs under paths.reports)
+    great_expectations: bool = True         # the import's GX report (Data Docs in <store>/data_docs)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.holdout_share < 1.0:
