@@ -19,15 +19,19 @@ export VLLM_NO_USAGE_STATS ?= 1
 # Prefect's ephemeral server can take longer than 20 s to start on 2 cores.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
-.PHONY: setup sysdeps repro test lint
+.PHONY: setup sysdeps repro test lint services services-stop dvc-remote-ssh
 
 setup:  ## Python environment from the lock file (CPU torch from the local wheel folder)
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install -q "uv==$(UV_VERSION)"
 	uv sync --frozen --compile-bytecode
 
-sysdeps:  ## Headless Chromium for the browser test (Debian packages)
-	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+sysdeps:  ## Debian packages: headless Chromium (browser test), PostgreSQL and OpenSSH server (`make services`)
+	@pkgs=""; \
+	  { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || pkgs="$$pkgs chromium chromium-driver"; \
+	  { { command -v initdb && command -v pg_ctl; } || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || \
+	    pkgs="$$pkgs postgresql"; \
+	  test -x /usr/sbin/sshd || pkgs="$$pkgs openssh-server"; \
+	  test -z "$$pkgs" || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs >/dev/null)
 
 repro: setup  ## Install, then run the whole DVC pipeline on the default (tiny) profile
 	dvc repro
@@ -37,6 +41,18 @@ test: setup sysdeps  ## Install, then run the test suite
 
 lint: setup
 	ruff check chintox tasks flows tests benchmarks
+
+# The shared stack a team would run (chintox/services.py): PostgreSQL, MLflow and Prefect servers on it, and
+# sshd hosting a DVC remote, all on 127.0.0.1 with their state in .services/ (ports: `chintox services start --help`).
+services: setup  ## Start the shared stack (idempotent), then print the client environment
+	chintox services start
+	@chintox services env
+
+services-stop:  ## Stop what `make services` started (the data stays in .services/)
+	chintox services stop
+
+dvc-remote-ssh: setup  ## Add the stack's SSH remote to this DVC project as `shared` (the default remote stays)
+	chintox services dvc-remote
 
 # The study's prompt against ours, same recipe (prompts/README.md): too slow for `make repro` (it retrains
 # stage 2), so a DVC experiment of its own; `dvc repro table1` then shows both arms in Table 1.

@@ -328,6 +328,154 @@ def feedback_import(
         _fail(e)
 
 
+# ------------------------------------------------------------------------------ the shared stack
+services_app = typer.Typer(help="The shared stack on 127.0.0.1: PostgreSQL, MLflow and Prefect servers, an "
+                                "SSH host for the DVC remote (chintox/services.py).", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+
+StateDirOpt = Annotated[Path | None, typer.Option(
+    "--state-dir", envvar="CHINTOX_SERVICES_DIR", help="State directory (default: .services)")]
+OnlyOpt = Annotated[list[str] | None, typer.Option(
+    "--only", help="postgres | mlflow | prefect | sshd (repeatable; default: all)")]
+
+
+def _services(state_dir: Path | None, **ports):
+    from chintox.services import Services, ServicesError
+
+    try:
+        return Services(state_dir, **ports)
+    except ServicesError as e:
+        _fail(e)
+
+
+def _show_status(status: dict) -> None:
+    for name, row in status.items():
+        state = "up" if row["up"] else "down"
+        where = row["url"] or "(no port yet)"
+        pid = f"  pid {row['pid']}" if row["pid"] else ""
+        mark = typer.style(f"{state:<5}", fg="green" if row["up"] else "red")
+        typer.echo(f"{name:<9} {mark} {where}{pid}")
+
+
+@services_app.command("start")
+def services_start(
+    state_dir: StateDirOpt = None,
+    only: OnlyOpt = None,
+    pg_port: Annotated[int | None, typer.Option(envvar="CHINTOX_PG_PORT", help="PostgreSQL (default 55432; "
+                                                "0: any free port)")] = None,
+    mlflow_port: Annotated[int | None, typer.Option(envvar="CHINTOX_MLFLOW_PORT",
+                                                    help="MLflow server (default 5000)")] = None,
+    prefect_port: Annotated[int | None, typer.Option(envvar="CHINTOX_PREFECT_PORT",
+                                                     help="Prefect server (default 4200)")] = None,
+    ssh_port: Annotated[int | None, typer.Option(envvar="CHINTOX_SSH_PORT",
+                                                 help="sshd for the DVC remote (default 2222)")] = None,
+) -> None:
+    """Start the stack (or --only some of it, and what that needs); running services are left alone."""
+    import shlex
+
+    from chintox.logs import setup_logging
+    from chintox.services import ServicesError
+
+    setup_logging()
+    svc = _services(state_dir, pg_port=pg_port, mlflow_port=mlflow_port, prefect_port=prefect_port,
+                    ssh_port=ssh_port)
+    try:
+        status = svc.start(only or None)
+    except ServicesError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        typer.secho("interrupted: what was started keeps running (chintox services status | stop)", fg="yellow",
+                    err=True)
+        raise typer.Exit(130) from None
+    _show_status(status)
+    state_arg = f" --state-dir {shlex.quote(str(state_dir))}" if state_dir is not None else ""
+    typer.secho(f'clients: eval "$(chintox services env{state_arg})"', fg="cyan", err=True)
+
+
+@services_app.command("stop")
+def services_stop(state_dir: StateDirOpt = None, only: OnlyOpt = None) -> None:
+    """Stop what `chintox services start` started (exactly those processes; data stays)."""
+    from chintox.logs import setup_logging
+    from chintox.services import ServicesError
+
+    setup_logging()
+    svc = _services(state_dir)
+    try:
+        svc.stop(only or None)
+    except ServicesError as e:
+        _fail(e)
+    _show_status(svc.status())
+
+
+@services_app.command("status")
+def services_status(
+    state_dir: StateDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object")] = False,
+) -> None:
+    """Each service: up or down, its URL and PID; exit code 1 when one is down."""
+    svc = _services(state_dir)
+    status = svc.status()
+    if as_json:
+        _print(status)
+    else:
+        _show_status(status)
+    if not all(row["up"] for row in status.values()):
+        raise typer.Exit(1)
+
+
+@services_app.command("env")
+def services_env(state_dir: StateDirOpt = None) -> None:
+    """`export` lines for a client shell: eval "$(chintox services env)"."""
+    import shlex
+
+    from chintox.services import ServicesError
+
+    svc = _services(state_dir)
+    try:
+        env = svc.env()
+    except ServicesError as e:
+        _fail(e)
+    for k, v in env.items():
+        typer.echo(f"export {k}={shlex.quote(v)}")
+    down = [n for n in ("mlflow", "prefect") if not svc.is_up(n)]
+    if down:
+        typer.secho(f"note: not running: {', '.join(down)} (chintox services start)", fg="yellow", err=True)
+
+
+@services_app.command("dvc-remote")
+def services_dvc_remote(
+    state_dir: StateDirOpt = None,
+    name: Annotated[str, typer.Option(help="Name of the DVC remote")] = "shared",
+    default: Annotated[bool, typer.Option("--default", help="Make it the project's default remote")] = False,
+) -> None:
+    """Add the stack's SSH remote to the DVC project here (key in .dvc/config.local; not the default).
+
+    dvc-ssh checks no host key (it connects with known_hosts=None and has no setting for one); ssh, scp
+    or rsync can check it strictly with the stack's known_hosts file."""
+    import subprocess
+
+    from chintox.services import ServicesError
+
+    svc = _services(state_dir)
+    try:
+        remote = svc.dvc_remote()
+    except ServicesError as e:
+        _fail(e)
+    if not svc.ssh_keyfile.exists():
+        _fail(RuntimeError(f"no key at {svc.ssh_keyfile}: run `chintox services start` first"))
+    beside = Path(sys.executable).with_name("dvc")  # this environment's dvc, else the one on PATH
+    dvc = str(beside) if beside.exists() else "dvc"
+    cmds = [[dvc, "remote", "add", "--force", *(["--default"] if default else []), name, remote["url"]],
+            [dvc, "remote", "modify", "--local", name, "keyfile", remote["keyfile"]]]
+    for cmd in cmds:
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            _fail(RuntimeError(f"{' '.join(cmd[1:])} failed: {(r.stderr or r.stdout).strip()}"))
+    _print({"remote": name, **remote, "default": default})
+    if not svc.is_up("sshd"):
+        typer.secho("note: sshd is not running: chintox services start", fg="yellow", err=True)
+
+
 def main() -> None:  # pragma: no cover
     app()
 
