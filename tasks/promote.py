@@ -20,8 +20,10 @@ Every decision is written on the version (tags ``promotion.*`` plus an append-on
 ``promotion.history``); the champion history lives in the registered model's tag
 ``champion_history`` so ``rollback`` can step back more than once.
 
-Concurrency: promotions and rollbacks hold an exclusive file lock next to the tracking store (one
-machine), and after moving the alias the result is read back and checked; a mismatch is an error.
+Concurrency: promotions and rollbacks hold the registry's promotion lock (:mod:`chintox.locking`): a file
+lock next to a store on this machine, a Prefect global concurrency limit for a tracking server that
+several machines share. After moving the alias the result is read back and checked; a mismatch is an
+error. Each decision says what serialised it (``serialised_by``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 
 from chintox.config import Config
 from chintox.feedback import HOLDOUT_SET, read_jsonl
+from chintox.locking import LockError, registry_lock
 from chintox.metrics import binary_metrics, find_metric_key
 from chintox.provenance import file_sha256
 from chintox.registry import (
@@ -83,11 +86,8 @@ def lock_path(cfg: Config) -> Path:
 
 
 def _lock(cfg: Config) -> Any:
-    from filelock import FileLock
-
-    p = lock_path(cfg)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(p), timeout=LOCK_TIMEOUT_S)
+    """The promotion lock of the configured registry; entering it yields what holds it."""
+    return registry_lock(tracking_uri(cfg), cfg.mlflow.registered_model, lock_path(cfg), LOCK_TIMEOUT_S)
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -303,7 +303,7 @@ def _move_champion(client: Any, name: str, version: str, history: list[str]) -> 
         raise PromotionConflictError(
             f"after setting {CHAMPION}={version} the registry shows {CHAMPION}="
             f"{getattr(got, 'version', None)} and history {hist[-3:]}: another process changed the "
-            "aliases concurrently (is every promoter on this machine, using the same lock file?)"
+            "aliases concurrently (does every promoter use the same promotion lock? see chintox.locking)"
         )
 
 
@@ -317,7 +317,7 @@ def run_promote(cfg: Config, version: str | int | None = None, force: bool = Fal
 
     def _do() -> dict[str, Any]:
         client = _client(cfg)
-        with _lock(cfg):
+        with _lock(cfg) as held:
             if version is not None:
                 cand = client.get_model_version(name, str(version))
             else:
@@ -328,7 +328,8 @@ def run_promote(cfg: Config, version: str | int | None = None, force: bool = Fal
                         "(`chintox register`) or pass --version")
             champ = version_by_alias(client, name, CHAMPION)
             base = {"registered_model": name, "version": str(cand.version), "at": _now(),
-                    "compared_to": str(champ.version) if champ else None, "tracking_uri": tracking_uri(cfg)}
+                    "compared_to": str(champ.version) if champ else None, "tracking_uri": tracking_uri(cfg),
+                    "serialised_by": held}
             if champ is not None and str(champ.version) == str(cand.version):
                 decision = {**base, "decision": "already_champion", "promoted": False,
                             "reason": reason, "gate": None}
@@ -359,7 +360,10 @@ def run_promote(cfg: Config, version: str | int | None = None, force: bool = Fal
             _record(client, name, str(cand.version), decision)
             return decision
 
-    return with_retries(_do, cfg, f"promoting {name}")
+    try:
+        return with_retries(_do, cfg, f"promoting {name}")
+    except LockError as e:
+        raise PromotionError(str(e)) from e
 
 
 def run_rollback(cfg: Config) -> dict[str, Any]:
@@ -368,7 +372,7 @@ def run_rollback(cfg: Config) -> dict[str, Any]:
 
     def _do() -> dict[str, Any]:
         client = _client(cfg)
-        with _lock(cfg):
+        with _lock(cfg) as held:
             champ = version_by_alias(client, name, CHAMPION)
             if champ is None:
                 raise PromotionError(f"{name!r} has no {CHAMPION!r}: nothing to roll back")
@@ -390,6 +394,9 @@ def run_rollback(cfg: Config) -> dict[str, Any]:
                      "compared_to": str(champ.version)})
             return {"registered_model": name, "decision": "rolled_back", "at": at,
                     "champion": previous, "rolled_back_version": str(champ.version),
-                    "history": history}
+                    "history": history, "serialised_by": held}
 
-    return with_retries(_do, cfg, f"rolling back {name}")
+    try:
+        return with_retries(_do, cfg, f"rolling back {name}")
+    except LockError as e:
+        raise PromotionError(str(e)) from e
