@@ -198,9 +198,13 @@ def run_register(cfg: Config, model_dir: str | Path | None = None, metrics_file:
         client = MlflowClient()
         existing = _find_registered(client, name, fingerprint)
         if existing is not None and existing.tags.get("metrics_sha256") == _metrics_sha(flat):
+            aliases = list(getattr(existing, "aliases", []) or [])
+            if not aliases:  # a registration cut off between the version and its alias: finish it
+                client.set_registered_model_alias(name, CHALLENGER, existing.version)
+                aliases = [CHALLENGER]
             return {"registered_model": name, "version": str(existing.version), "run_id": existing.run_id,
                     "model_uri": f"models:/{name}/{existing.version}", "already_registered": True,
-                    "aliases": list(getattr(existing, "aliases", []) or [])}
+                    "aliases": aliases}
         with stage_run(cfg, "register", tags={"detector_sha256": fingerprint}) as run:
             mlflow.log_params(params)
             mlflow.log_metrics({tag_key(k): v for k, v in flat.items()})

@@ -63,6 +63,11 @@ def test_register_tags_alias_and_pyfunc(reg_cfg):
     assert again["version"] == "1" and again["already_registered"]
     versions = c.search_model_versions(f"name='{reg_cfg.mlflow.registered_model}'")
     assert [str(v.version) for v in versions] == ["1"]  # nothing new registered, not only the alias kept
+    # a registration cut off after the version, before its alias (the store went away): a re-run finishes it
+    c.delete_registered_model_alias(reg_cfg.mlflow.registered_model, "challenger")
+    resumed = run_register(reg_cfg)
+    assert resumed["version"] == "1" and resumed["already_registered"] and resumed["aliases"] == ["challenger"]
+    assert str(c.get_model_version_by_alias(reg_cfg.mlflow.registered_model, "challenger").version) == "1"
     # a new detector: its old metrics are refused; evaluated, it is a new version and challenger moves
     microdet.retrain(reg_cfg, "second")
     with pytest.raises(RegistrationError, match="another detector"):
