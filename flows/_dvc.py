@@ -155,7 +155,11 @@ def _exp_ref(root: Path, name: str) -> tuple[str, str]:
         parts = ref.split("/")  # refs/exps/<2 hex>/<38 hex>/<name>
         if len(parts) >= 5 and parts[-1] == name:
             return sha, parts[2] + parts[3]
-    raise DvcError(f"dvc exp run finished but no experiment ref named {name!r} exists in {root}")
+    shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=root, capture_output=True,
+                             text=True, check=False).stdout.strip() == "true"
+    raise DvcError(f"dvc exp run finished but no experiment ref named {name!r} exists in {root}" + (
+        ": it is a shallow clone, in which DVC records no experiment (`git fetch --unshallow` first; the "
+        "*/remote deployments' pull steps do)" if shallow else ""))
 
 
 def _log_lines(stream: Any, log: Callable[[str], None], every_s: float = PROGRESS_EVERY_S) -> Iterator[str]:
@@ -186,9 +190,13 @@ def _log_lines(stream: Any, log: Callable[[str], None], every_s: float = PROGRES
 
 
 def run_experiment(root: Path, name: str, params: dict[str, str], targets: list[str], env: dict[str, str],
-                   log: Callable[[str], None] = print, force: bool = False) -> Experiment:
-    """``dvc exp run --temp -n NAME -S k=v ... TARGETS``, its output streamed line by line to ``log``."""
-    cmd = [dvc_bin(), "exp", "run", "--temp", "-n", name]
+                   log: Callable[[str], None] = print, force: bool = False, pull: bool = False) -> Experiment:
+    """``dvc exp run --temp -n NAME -S k=v ... TARGETS``, its output streamed line by line to ``log``.
+
+    ``pull`` (``--pull``, for a worker's fresh clone): a stage that another machine ran with the same code,
+    params and data (its run-cache entry fetched from the DVC remote, ``dvc pull --run-cache``) is restored
+    with its outputs from the remote instead of being run again. The remote must answer while it runs."""
+    cmd = [dvc_bin(), "exp", "run", "--temp", *(["--pull"] if pull else []), "-n", name]
     for key, value in params.items():
         cmd += ["-S", f"{key}={value}"]
     if force:
@@ -208,19 +216,56 @@ def run_experiment(root: Path, name: str, params: dict[str, str], targets: list[
 
 def push(root: Path, rev: str, targets: list[str], remote: str | None = None) -> int:
     """Push the outputs of the stages ``targets`` and everything upstream of them, as they are at commit
-    ``rev``, and the run-cache, to the DVC remote; returns the number of files transferred."""
+    ``rev``, and the run-cache, to the DVC remote; returns the number of files transferred. A remote that
+    cannot be reached raises :class:`DvcError` naming it; the outputs stay in this repository's cache."""
     from dvc.repo import Repo
 
     # The workspace's config resolves a relative remote URL against .dvc/; a view of another commit reads
     # the config from git and resolves it against "/" instead. Hand the resolved remotes over explicitly.
     with Repo(str(root)) as ws:
         remotes = {name: dict(conf) for name, conf in ws.config["remote"].items()}
-    with Repo(str(root), config={"remote": remotes}) as repo:
-        pushed = int(repo.push(targets=targets, with_deps=True, revs=[rev], workspace=False, run_cache=True,
-                               remote=remote) or 0)
-        # DVC (3.67) leaves the targets' own outputs out of a with_deps push of a revision other than the
-        # workspace (evaluate's predictions and eval_details.json were never pushed): push them by name too.
-        return pushed + int(repo.push(targets=targets, revs=[rev], workspace=False, remote=remote) or 0)
+        name = remote or ws.config["core"].get("remote")
+    try:
+        with Repo(str(root), config={"remote": remotes}) as repo:
+            pushed = int(repo.push(targets=targets, with_deps=True, revs=[rev], workspace=False,
+                                   run_cache=True, remote=remote) or 0)
+            # DVC (3.67) leaves the targets' own outputs out of a with_deps push of a revision other than
+            # the workspace (evaluate's predictions and eval_details.json were never pushed): push them by
+            # name too.
+            pushed += int(repo.push(targets=targets, revs=[rev], workspace=False, remote=remote) or 0)
+            return pushed + _push_uncached(repo, root, rev, remote)
+    except Exception as e:
+        url = remotes.get(name or "", {}).get("url", "?")
+        cause = f"{type(e).__name__}: {e}; {e.__cause__!r}" if e.__cause__ else f"{type(e).__name__}: {e}"
+        raise DvcError(
+            f"dvc push of experiment {rev[:12]} to the DVC remote {name!r} ({url}) failed ({cause[:500]}). "
+            f"Nothing is lost: the outputs are in the DVC cache of {root} and the experiment's run-cache; "
+            "once the remote answers, a re-run of the flow restores every stage without retraining and "
+            "pushes them.") from e
+
+
+def _push_uncached(repo: Any, root: Path, rev: str, remote: str | None) -> int:
+    """Push the outputs marked ``cache: false`` (metrics, summaries) as they are at ``rev``. DVC keeps
+    them in the cache for the run-cache, but ``dvc push`` leaves them out, so another machine that found the
+    stage in the pulled run-cache could not restore it and would run it again."""
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    text = subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=root, capture_output=True, text=True,
+                          check=True).stdout
+    hashes = {out["md5"] for stage in ((yaml.safe_load(text) or {}).get("stages") or {}).values()
+              for out in stage.get("outs") or [] if out.get("md5") and not out["md5"].endswith(".dir")}
+    cache = repo.cache.local
+    present = [HashInfo("md5", h) for h in sorted(hashes) if cache.exists(h)]
+    return len(repo.cloud.push(present, remote=remote).transferred) if present else 0
+
+
+def push_experiment(root: Path, name: str, git_remote: str = "origin") -> None:
+    """``dvc exp push GIT_REMOTE NAME``: the experiment's commit (code, params, dvc.lock) to the git
+    remote, so the lineage a registered version names can be fetched from any machine."""
+    cmd = [dvc_bin(), "exp", "push", git_remote, name]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise DvcError(f"`{' '.join(cmd)}` failed with exit code {r.returncode}:\n{(r.stdout + r.stderr)[-3000:]}")
 
 
 @contextlib.contextmanager

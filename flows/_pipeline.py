@@ -21,12 +21,12 @@ from flows._common import artifact, load_cfg, metrics_markdown, parent_run, run_
 
 @task(name="dvc-experiment", retries=1, retry_delay_seconds=30, cache_policy=NO_CACHE)
 def experiment_task(root: str, name: str, set_params: dict[str, str], targets: list[str], uri: str,
-                    force: bool = False) -> dict[str, Any]:
+                    force: bool = False, pull: bool = False) -> dict[str, Any]:
     """``dvc exp run --temp``; a retry resumes training from the checkpoints (``paths.checkpoints``)."""
     logger = get_run_logger()
     r = Path(root)
     exp = _dvc.run_experiment(r, name, set_params, targets, _dvc.subprocess_env(r, uri), log=logger.info,
-                              force=force)
+                              force=force, pull=pull)
     for stage, what in exp.stages.items():
         logger.info("stage %s: %s", stage, what)
     return {"name": exp.name, "rev": exp.rev, "baseline": exp.baseline, "stages": exp.stages}
@@ -35,6 +35,11 @@ def experiment_task(root: str, name: str, set_params: dict[str, str], targets: l
 @task(name="dvc-push", retries=2, retry_delay_seconds=[10, 30], cache_policy=NO_CACHE)
 def push_task(root: str, rev: str, targets: list[str]) -> int:
     return _dvc.push(Path(root), rev, targets)
+
+
+@task(name="dvc-exp-push", retries=2, retry_delay_seconds=[10, 30], cache_policy=NO_CACHE)
+def push_experiment_task(root: str, name: str) -> None:
+    _dvc.push_experiment(Path(root), name)
 
 
 @task(name="register", retries=2, retry_delay_seconds=[10, 30], cache_policy=NO_CACHE)
@@ -96,9 +101,13 @@ def stages_markdown(title: str, exp: dict[str, Any], pushed: int | None) -> str:
 
 def run_pipeline(flow: str, target: str, profile: str | None, params: str,
                  overrides: dict[str, Any] | None, backend: str | None, register_model: bool,
-                 push_outputs: bool, force: bool = False) -> dict[str, Any]:
+                 push_outputs: bool, force: bool = False, push_experiment: bool = False,
+                 pull_outputs: bool = False) -> dict[str, Any]:
     """``dvc exp run --temp ... <target>`` with ``profile`` and ``overrides`` (dotted keys, as
-    ``chintox --set``; ``backend`` is ``evaluate.backend``), under the flow's parent MLflow run."""
+    ``chintox --set``; ``backend`` is ``evaluate.backend``), under the flow's parent MLflow run.
+    The */remote deployments set ``pull_outputs`` (``dvc exp run --pull``: stages another machine ran are
+    restored from the DVC remote) and ``push_experiment`` (``dvc exp push origin``: a worker's clone is
+    temporary; the git remote keeps the experiment's commit, the lineage)."""
     logger = get_run_logger()
     root = _dvc.repo_root(Path(params).resolve().parent)
     overrides = {**(overrides or {}), **({"evaluate.backend": backend} if backend else {})}
@@ -109,8 +118,10 @@ def run_pipeline(flow: str, target: str, profile: str | None, params: str,
     with parent_run(cfg, flow, tags={"dvc.exp_name": name}) as parent:
         logger.info("MLflow parent run %s (%s); DVC experiment %s", parent["run_id"], tracking_uri(cfg), name)
         exp = experiment_task(str(root), name, _dvc.set_params(root, profile, overrides), [target],
-                              tracking_uri(cfg), force)
+                              tracking_uri(cfg), force, pull_outputs)
         pushed = push_task(str(root), exp["rev"], [target]) if push_outputs else None
+        if push_experiment:
+            push_experiment_task(str(root), exp["name"])
         artifact(f"{flow}-stages", stages_markdown(f"DVC experiment {name}", exp, pushed),
                  "What DVC ran, restored or skipped, and how to restore the run")
         metrics = read_metrics(root, exp["rev"], metrics_file)

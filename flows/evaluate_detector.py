@@ -23,10 +23,12 @@ def evaluate_detector(
     backend: str | None = None,
     register_model: bool = False,
     push_outputs: bool = True,
+    push_experiment: bool = False,
+    pull_outputs: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the pipeline's detector (``dvc exp run --temp evaluate``); register it if asked."""
     return run_pipeline("evaluate-detector", "evaluate", profile, params, overrides, backend, register_model,
-                        push_outputs)
+                        push_outputs, push_experiment=push_experiment, pull_outputs=pull_outputs)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,13 +27,16 @@ def train_detector(
     backend: str | None = None,
     register_model: bool = True,
     push_outputs: bool = True,
+    push_experiment: bool = False,
+    pull_outputs: bool = False,
     force: bool = False,
 ) -> dict[str, Any]:
     """Run the DVC pipeline up to ``evaluate`` as a DVC experiment with ``profile`` and ``overrides``
     (dotted keys, as ``chintox --set``), push its outputs, register the detector. ``force`` reruns every
-    stage even when DVC has it cached."""
+    stage even when DVC has it cached; ``pull_outputs`` and ``push_experiment`` (set by the */remote
+    deployments) restore stages from the DVC remote and push the experiment's commit to the git remote."""
     return run_pipeline("train-detector", TARGET, profile, params, overrides, backend, register_model,
-                        push_outputs, force)
+                        push_outputs, force, push_experiment, pull_outputs)
 
 
 if __name__ == "__main__":  # pragma: no cover
