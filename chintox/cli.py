@@ -339,12 +339,12 @@ OnlyOpt = Annotated[list[str] | None, typer.Option(
     "--only", help="postgres | mlflow | prefect | sshd (repeatable; default: all)")]
 
 
-def _services(state_dir: Path | None, **ports):
-    from chintox.services import Services, ServicesError
-
+def _services(mod, state_dir: Path | None, **ports):
+    """``mod.Services(state_dir, **ports)``, a bad port a clean error. The commands import
+    ``chintox.services`` themselves: a helper's imports would count for every pipeline stage."""
     try:
-        return Services(state_dir, **ports)
-    except ServicesError as e:
+        return mod.Services(state_dir, **ports)
+    except mod.ServicesError as e:
         _fail(e)
 
 
@@ -373,15 +373,15 @@ def services_start(
     """Start the stack (or --only some of it, and what that needs); running services are left alone."""
     import shlex
 
+    from chintox import services
     from chintox.logs import setup_logging
-    from chintox.services import ServicesError
 
     setup_logging()
-    svc = _services(state_dir, pg_port=pg_port, mlflow_port=mlflow_port, prefect_port=prefect_port,
+    svc = _services(services, state_dir, pg_port=pg_port, mlflow_port=mlflow_port, prefect_port=prefect_port,
                     ssh_port=ssh_port)
     try:
         status = svc.start(only or None)
-    except ServicesError as e:
+    except services.ServicesError as e:
         _fail(e)
     except KeyboardInterrupt:
         typer.secho("interrupted: what was started keeps running (chintox services status | stop)", fg="yellow",
@@ -395,14 +395,14 @@ def services_start(
 @services_app.command("stop")
 def services_stop(state_dir: StateDirOpt = None, only: OnlyOpt = None) -> None:
     """Stop what `chintox services start` started (exactly those processes; data stays)."""
+    from chintox import services
     from chintox.logs import setup_logging
-    from chintox.services import ServicesError
 
     setup_logging()
-    svc = _services(state_dir)
+    svc = _services(services, state_dir)
     try:
         svc.stop(only or None)
-    except ServicesError as e:
+    except services.ServicesError as e:
         _fail(e)
     _show_status(svc.status())
 
@@ -413,7 +413,9 @@ def services_status(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object")] = False,
 ) -> None:
     """Each service: up or down, its URL and PID; exit code 1 when one is down."""
-    svc = _services(state_dir)
+    from chintox import services
+
+    svc = _services(services, state_dir)
     status = svc.status()
     if as_json:
         _print(status)
@@ -428,12 +430,12 @@ def services_env(state_dir: StateDirOpt = None) -> None:
     """`export` lines for a client shell: eval "$(chintox services env)"."""
     import shlex
 
-    from chintox.services import ServicesError
+    from chintox import services
 
-    svc = _services(state_dir)
+    svc = _services(services, state_dir)
     try:
         env = svc.env()
-    except ServicesError as e:
+    except services.ServicesError as e:
         _fail(e)
     for k, v in env.items():
         typer.echo(f"export {k}={shlex.quote(v)}")
@@ -454,12 +456,12 @@ def services_dvc_remote(
     or rsync can check it strictly with the stack's known_hosts file."""
     import subprocess
 
-    from chintox.services import ServicesError
+    from chintox import services
 
-    svc = _services(state_dir)
+    svc = _services(services, state_dir)
     try:
         remote = svc.dvc_remote()
-    except ServicesError as e:
+    except services.ServicesError as e:
         _fail(e)
     if not svc.ssh_keyfile.exists():
         _fail(RuntimeError(f"no key at {svc.ssh_keyfile}: run `chintox services start` first"))
