@@ -39,14 +39,11 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -60,36 +57,17 @@ os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
 for _k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CHINTOX_PARENT_RUN_ID"):
     os.environ.pop(_k, None)
 
-HOST = "127.0.0.1"
+from chintox.services import HOST, free_port, http_ok, mlflow_server  # after the path set-up
+
 BACKENDS = ("sqlite", "server+sqlite", "server+postgresql")
 BASELINE = "sqlite"
 WARMUP_READS = 5
 ALIAS = "challenger"
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1, whatever http_proxy says
 
 
 # ------------------------------------------------------------------------------------------ servers
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with _DIRECT.open(url, timeout=5) as r:
-            return r.status == 200
-    except (OSError, urllib.error.URLError):
-        return False
-
-
-def mlflow_bin() -> str:
-    here = Path(sys.executable).parent / "mlflow"
-    return str(here) if here.is_file() else (shutil.which("mlflow") or "mlflow")
-
-
 class SqliteServer:
-    """``mlflow server`` on a SQLite store, with the flags and environment of ``Services._launch_mlflow``."""
+    """``mlflow server`` on a SQLite store, started by the stack's own :func:`chintox.services.mlflow_server`."""
 
     def __init__(self, root: Path, timeout: float = 180.0):
         self.root, self.timeout = root, timeout
@@ -97,27 +75,21 @@ class SqliteServer:
         self.proc: subprocess.Popen | None = None
         self.log = root / "mlflow-server.log"
         self.startup_s: float | None = None
+        self.cmd: list[str] = []
 
     @property
     def uri(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def command(self) -> list[str]:
-        return [mlflow_bin(), "server", "--artifacts-destination", str(self.root / "mlflow-artifacts"),
-                "--serve-artifacts", "--host", HOST, "--port", str(self.port), "--workers", "1"]
-
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "mlflow-artifacts").mkdir(exist_ok=True)
-        env = dict(os.environ)
-        for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_BACKEND_STORE_URI",
-                  "MLFLOW_DEFAULT_ARTIFACT_ROOT"):
-            env.pop(k, None)
-        env.update({"MLFLOW_BACKEND_STORE_URI": f"sqlite:///{self.root / 'mlflow.db'}",
-                    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        env = {k: v for k, v in os.environ.items() if k not in (
+            "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_BACKEND_STORE_URI", "MLFLOW_DEFAULT_ARTIFACT_ROOT")}
+        self.cmd, env = mlflow_server(f"sqlite:///{self.root / 'mlflow.db'}", self.root / "mlflow-artifacts",
+                                      self.port, env)
         t = time.monotonic()
         with self.log.open("ab") as fh:
-            self.proc = subprocess.Popen(self.command(), env=env, cwd=self.root, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(self.cmd, env=env, cwd=self.root, stdin=subprocess.DEVNULL,
                                          stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = t + self.timeout
         while not http_ok(f"{self.uri}/health"):
@@ -307,7 +279,7 @@ def main() -> None:
             res["postgresql_version"] = conn.execute("SHOW server_version").fetchone()[0]
         res["server_startup_s"] = {"server+sqlite": round(server.startup_s, 2),
                                    "server+postgresql (postgres + mlflow)": round(stack_s, 2)}
-        res["server_command"] = " ".join(["mlflow", *server.command()[1:]]).replace(str(tmp), "<tmp>")
+        res["server_command"] = " ".join(["mlflow", *server.cmd[1:]]).replace(str(tmp), "<tmp>")
         uris = {"sqlite": f"sqlite:///{tmp / 'sqlite' / 'mlflow.db'}", "server+sqlite": server.uri,
                 "server+postgresql": svc.mlflow_uri}
         (tmp / "sqlite").mkdir()

@@ -104,7 +104,8 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
@@ -203,12 +204,24 @@ def _wait_gone(procs: list, timeout: float) -> list:
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1, whatever http_proxy says
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """Whether ``url`` answers 200 (directly: no proxy for a loopback server)."""
     try:
         with _DIRECT.open(url, timeout=5) as r:
             return r.status == 200
     except (OSError, urllib.error.URLError):
         return False
+
+
+def mlflow_server(store_uri: str, artifacts_dir: Path, port: int, env: dict[str, str]) -> tuple[list[str], dict]:
+    """The command and environment of ``mlflow server`` on ``store_uri`` with proxied artifacts in
+    ``artifacts_dir``, on 127.0.0.1:``port``, one worker, no job execution (it then starts in seconds).
+    The store URI (with its password) goes through the environment: not in the process list."""
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    env = {**env, "MLFLOW_BACKEND_STORE_URI": store_uri, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = [_own_bin("mlflow", "mlflow"), "server", "--artifacts-destination", str(artifacts_dir),
+           "--serve-artifacts", "--host", HOST, "--port", str(port), "--workers", "1"]
+    return cmd, env
 
 
 # ------------------------------------------------------------------------------------------ the stack
@@ -514,9 +527,9 @@ class Services:
                 port = int(recorded)
             elif asked == 0:
                 taken = set(chosen.values()) | {int(v) for v in state["ports"].values()}
-                port = _free_port()
+                port = free_port()
                 while port in taken:
-                    port = _free_port()
+                    port = free_port()
             else:
                 port = DEFAULT_PORTS[n]
             if port in chosen.values():
@@ -743,16 +756,10 @@ class Services:
 
     def _launch_mlflow(self, state: dict):
         port = state["ports"]["mlflow"]
-        self.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
-        env = self._client_env()
-        # the store URI (with its password) through the environment: not in the process list
-        env.update({"MLFLOW_BACKEND_STORE_URI": self.pg_url("mlflow", driver="psycopg"),
-                    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-        cmd = [_own_bin("mlflow", "mlflow"), "server",
-               "--artifacts-destination", str(self.mlflow_artifacts_dir), "--serve-artifacts",
-               "--host", HOST, "--port", str(port), "--workers", "1"]
+        cmd, env = mlflow_server(self.pg_url("mlflow", driver="psycopg"), self.mlflow_artifacts_dir, port,
+                                 self._client_env())
         p = self._launch("mlflow", cmd, env, self.state_dir, state)
-        return p, lambda: _http_ok(f"http://{HOST}:{port}/health"), f"answering http://{HOST}:{port}/health"
+        return p, lambda: http_ok(f"http://{HOST}:{port}/health"), f"answering http://{HOST}:{port}/health"
 
     def _launch_prefect(self, state: dict):
         port = state["ports"]["prefect"]
@@ -765,7 +772,7 @@ class Services:
         cmd = [_own_bin("prefect", "prefect"), "server", "start", "--host", HOST, "--port", str(port)]
         p = self._launch("prefect", cmd, env, self.state_dir, state)
         health = f"http://{HOST}:{port}/api/health"
-        return p, lambda: _http_ok(health), f"answering {health}"
+        return p, lambda: http_ok(health), f"answering {health}"
 
     # ---- sshd
     def _sshd_bin(self) -> str:
@@ -957,4 +964,5 @@ class Services:
         return r.returncode == 0
 
 
-__all__ = ["DEFAULT_PORTS", "PORT_ENV", "SERVICES", "STATE_DIR_ENV", "Services", "ServicesError"]
+__all__ = ["DEFAULT_PORTS", "PORT_ENV", "SERVICES", "STATE_DIR_ENV", "Services", "ServicesError", "free_port",
+           "http_ok", "mlflow_server"]

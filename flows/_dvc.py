@@ -245,15 +245,13 @@ def push(root: Path, rev: str, targets: list[str], remote: str | None = None) ->
 
 
 def _push_uncached(repo: Any, root: Path, rev: str, remote: str | None) -> int:
-    """Push the outputs marked ``cache: false`` (metrics, summaries) as they are at ``rev``. DVC keeps
-    them in the cache for the run-cache, but ``dvc push`` leaves them out, so another machine that found the
-    stage in the pulled run-cache could not restore it and would run it again."""
+    """Push every file output of ``dvc.lock`` at ``rev`` that the cache holds, for the ones marked
+    ``cache: false`` (metrics, summaries): DVC keeps them in the cache for the run-cache, but ``dvc push``
+    leaves them out, so another machine that found the stage in the pulled run-cache could not restore it
+    and would run it again. Those already on the remote are not sent again."""
     from dvc_data.hashfile.hash_info import HashInfo
 
-    text = subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=root, capture_output=True, text=True,
-                          check=True).stdout
-    hashes = {out["md5"] for stage in ((yaml.safe_load(text) or {}).get("stages") or {}).values()
-              for out in stage.get("outs") or [] if out.get("md5") and not out["md5"].endswith(".dir")}
+    hashes = {md5 for md5 in _lock_outs(root, rev).values() if not md5.endswith(".dir")}
     cache = repo.cache.local
     present = [HashInfo("md5", h) for h in sorted(hashes) if cache.exists(h)]
     return len(repo.cloud.push(present, remote=remote).transferred) if present else 0
@@ -292,14 +290,15 @@ def checked_out(root: Path, rev: str, paths: list[str]) -> Iterator[Path]:
         shutil.rmtree(dest, ignore_errors=True)
 
 
-def lock_hashes(root: Path, rev: str, paths: list[str]) -> dict[str, str]:
-    """``{path: md5}`` of the given outputs in ``dvc.lock`` at ``rev``: what ``dvc checkout`` restores."""
+def _lock_outs(root: Path, rev: str) -> dict[str, str]:
+    """``{path: md5}`` of every output in ``dvc.lock`` at commit ``rev``."""
     text = subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=root, capture_output=True, text=True,
                           check=True).stdout
     stages = (yaml.safe_load(text) or {}).get("stages", {})
-    found: dict[str, str] = {}
-    for stage in stages.values():
-        for out in stage.get("outs", []) or []:
-            if out.get("path") in paths and out.get("md5"):
-                found[out["path"]] = out["md5"]
-    return found
+    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", []) or []
+            if out.get("path") and out.get("md5")}
+
+
+def lock_hashes(root: Path, rev: str, paths: list[str]) -> dict[str, str]:
+    """``{path: md5}`` of the given outputs in ``dvc.lock`` at ``rev``: what ``dvc checkout`` restores."""
+    return {p: h for p, h in _lock_outs(root, rev).items() if p in paths}

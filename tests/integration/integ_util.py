@@ -269,6 +269,13 @@ def assert_completed(stack: PrefectStack, run: dict) -> None:
         f"--- worker log\n{stack.worker.log.read_text()[-4000:]}")
 
 
+def stage_table(markdown: str) -> dict[str, str]:
+    """``{stage: what DVC did}`` from a flow's ``*-stages`` artifact (flows._pipeline.stages_markdown)."""
+    rows = dict(re.findall(r"^\| (\w+) \| ([^|]+?) \|$", markdown, flags=re.MULTILINE))
+    rows.pop("stage", None)  # the header
+    return rows
+
+
 def sh(cmd: list[str], cwd: Path, env: dict) -> str:
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"

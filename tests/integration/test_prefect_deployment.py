@@ -12,7 +12,16 @@ from pathlib import Path
 import microdet
 import pytest
 import yaml
-from integ_util import REPO, VENV_BIN, PrefectStack, assert_completed, clone_worktree, sh, wait_for
+from integ_util import (
+    REPO,
+    VENV_BIN,
+    PrefectStack,
+    assert_completed,
+    clone_worktree,
+    sh,
+    stage_table,
+    wait_for,
+)
 from testutil import micro_overrides
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,12 +44,6 @@ def _detect_cli(env: dict, cwd: Path, text: str, profile: str = "micro", sets: l
 
 def _sha256(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def _stage_table(markdown: str) -> dict[str, str]:
-    rows = dict(re.findall(r"^\| (\w+) \| ([^|]+?) \|$", markdown, flags=re.MULTILINE))
-    rows.pop("stage", None)  # the header
-    return rows
 
 
 def _out_md5(repo: Path, stages_md: str, out: str) -> str:
@@ -74,7 +77,7 @@ def test_train_detector_deployment_end_to_end(tmp_path):
         assert_completed(stack, run)
         arts = stack.artifacts(run["id"], {"train-detector-stages", "train-detector-metrics",
                                            "train-detector-registration"})
-        first = _stage_table(arts["train-detector-stages"])
+        first = stage_table(arts["train-detector-stages"])
         assert first == {s: "ran" for s in ("validate", "split", "base", "feedback_store", "feedback", "stage1",
                                             "stage2", "evaluate")}, first
         assert stack.task_states(run["id"], {"dvc-experiment", "dvc-push", "register"}) == {
@@ -136,7 +139,7 @@ def test_train_detector_deployment_end_to_end(tmp_path):
         assert_completed(stack, run2)
         print(f"train-detector re-run: {run2['seconds']} s")
         second_md = stack.artifacts(run2["id"], {"train-detector-stages"})["train-detector-stages"]
-        second = _stage_table(second_md)
+        second = stage_table(second_md)
         assert set(second) == set(first) and "ran" not in second.values(), second
         assert len(c.search_model_versions(f"name='{name}'")) == versions_before
         assert str(c.get_model_version_by_alias(name, "champion").version) == str(mv.version)
@@ -149,7 +152,7 @@ def test_train_detector_deployment_end_to_end(tmp_path):
         run3 = stack.run("train-detector", "local", {**params, "register_model": False, "push_outputs": False})
         assert_completed(stack, run3)
         third_md = stack.artifacts(run3["id"], {"train-detector-stages"})["train-detector-stages"]
-        third = _stage_table(third_md)
+        third = stage_table(third_md)
         assert {k: third[k] for k in ("validate", "split", "base", "stage1", "stage2")} == {
             "validate": "restored from run-cache", "split": "restored from run-cache",
             "base": "restored from run-cache", "stage1": "ran", "stage2": "ran"}, third

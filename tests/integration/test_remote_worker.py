@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from integ_util import REPO, VENV_BIN, Proc, _api, base_env, clone_worktree, sh, wait_for
+from integ_util import REPO, VENV_BIN, Proc, _api, base_env, clone_worktree, sh, stage_table, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.remote]
 
@@ -194,11 +194,8 @@ def _task_times(api: str, run_id: str) -> dict[str, float]:
 
 
 def _stages(api: str, run_id: str) -> dict[str, str]:
-    import re
-
     rows = _api(f"{api}/artifacts/filter", "POST", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
-    md = next(a["data"] for a in rows if a.get("key") == "train-detector-stages")
-    return {k: v for k, v in re.findall(r"^\| (\w+) \| ([^|]+?) \|$", md, flags=re.MULTILINE) if k != "stage"}
+    return stage_table(next(a["data"] for a in rows if a.get("key") == "train-detector-stages"))
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
+from integ_util import _api
 
 from chintox.services import SERVICES, Services, ServicesError
 
@@ -39,13 +39,6 @@ def stack(tmp_path):
         pg_root = svc.pg_root
         svc.purge()
         assert not pg_root or not Path(pg_root).exists()
-
-
-def _api(url: str, method: str = "GET", body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read() or b"{}")
 
 
 def _run(cmd: list, cwd: Path, env: dict | None = None) -> str:

@@ -22,6 +22,7 @@ sys.path.insert(0, str(REPO / "tests" / "unit" / "registry"))
 import microdet
 from reg_util import make_version as _make_version
 
+
 def make_version(cfg, metrics, alias="challenger"):
     return _make_version(cfg, metrics, alias=alias, on_server=True)
 
