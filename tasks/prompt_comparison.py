@@ -26,10 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +35,15 @@ import yaml
 from chintox.card import CARD_FILE
 from chintox.config import config_from_dict, load_config
 from chintox.prompting import Prompt, load_prompt
+from tasks.experiments import (
+    ExperimentError,
+    git,
+    param_differences,
+    read_json,
+    require_up_to_date,
+    run_experiment_command,
+)
+from tasks.experiments import find_experiment as _find_experiment
 
 COMPARISON_FILE = "prompt_comparison.json"
 DEFAULT_EXPERIMENT = "prompt-study"
@@ -50,8 +56,7 @@ TARGET = "evaluate"  # the stage whose metrics the arms compare
 NOT_RUN = {"status": "not run", "how": f"`{COMMAND}` (see prompts/README.md), then `dvc repro table1`"}
 
 
-class PromptComparisonError(RuntimeError):
-    """The comparison cannot be collected or read; the message says what to do."""
+PromptComparisonError = ExperimentError  # the comparison cannot be run, collected or read
 
 
 # ------------------------------------------------------------------------------- building the record
@@ -101,42 +106,12 @@ def build_comparison(ours: dict[str, Any], study: dict[str, Any], *, profile: st
             "experiment": experiment, "eval_data_sha256": eval_data, "arms": arms}
 
 
-def param_differences(ours: dict[str, Any], theirs: dict[str, Any], prefix: str = "") -> dict[str, list]:
-    """``{dotted key: [ours, theirs]}`` where two effective configs (``Config.to_dict()``) differ."""
-    out: dict[str, list] = {}
-    for key in sorted(set(ours) | set(theirs)):
-        a, b = ours.get(key), theirs.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out.update(param_differences(a, b, f"{prefix}{key}."))
-        elif a != b:
-            out[f"{prefix}{key}"] = [a, b]
-    return out
-
-
 # ------------------------------------------------------------------------------- reading git and DVC
 
 
-def _git(repo: Path, *args: str) -> str:
-    out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise PromptComparisonError(f"`git {' '.join(args)}` failed in {repo}: {out.stderr.strip()}")
-    return out.stdout.strip()
-
-
 def find_experiment(repo: Path, name: str) -> tuple[str, str]:
-    """(commit, baseline commit) of the experiment ``name`` based on ``HEAD``; the workspace arm is
-    ``HEAD`` too, so an experiment of another commit is refused, naming the commits it exists for."""
-    head = _git(repo, "rev-parse", "HEAD")
-    found: dict[str, str] = {}
-    for line in _git(repo, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").splitlines():
-        sha, ref = line.split(" ", 1)
-        parts = ref.split("/")  # refs/exps/<2 hex>/<38 hex>/<name>
-        if len(parts) == 5 and parts[4] == name:
-            found[parts[2] + parts[3]] = sha
-    if head not in found:
-        other = f" (it exists for {', '.join(b[:12] for b in sorted(found))})" if found else ""
-        raise PromptComparisonError(f"no DVC experiment {name!r} based on HEAD {head[:12]}{other}: run `{COMMAND}`")
-    return found[head], head
+    """(commit, baseline commit) of the experiment ``name`` based on ``HEAD`` (:mod:`tasks.experiments`)."""
+    return _find_experiment(repo, name, COMMAND)
 
 
 def experiment_command(name: str = DEFAULT_EXPERIMENT, study_prompt: str = STUDY_PROMPT) -> list[str]:
@@ -144,11 +119,6 @@ def experiment_command(name: str = DEFAULT_EXPERIMENT, study_prompt: str = STUDY
     The base key is set: every profile that keeps the base prompt says ``prompt_file: {}``."""
     return ["dvc", "exp", "run", "--temp", "--allow-missing", "-n", name, "-S", f"{CHANGED_PARAM}={study_prompt}",
             TARGET]
-
-
-def _dvc() -> str:
-    here = Path(sys.executable).parent / "dvc"
-    return str(here) if here.is_file() else (shutil.which("dvc") or "dvc")
 
 
 def run_experiment(cfg: Any, name: str = DEFAULT_EXPERIMENT, study_prompt: str = STUDY_PROMPT,
@@ -168,19 +138,8 @@ def run_experiment(cfg: Any, name: str = DEFAULT_EXPERIMENT, study_prompt: str =
     if tracked.returncode != 0:
         raise PromptComparisonError(f"{study_prompt} is not in git: commit it first (`dvc exp run --temp` "
                                     "copies git files only)")
-    status = subprocess.run([_dvc(), "status", "-q", "--with-deps", TARGET], cwd=repo, check=False)
-    if status.returncode != 0:
-        raise PromptComparisonError(f"the workspace's {TARGET} stage is not up to date (`dvc status {TARGET}` "
-                                    f"says why): run `dvc repro {TARGET}` first, it is the other arm")
-    env = dict(os.environ)
-    uri = cfg.mlflow.tracking_uri
-    if "MLFLOW_TRACKING_URI" not in env and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        # the temporary copy is deleted afterwards: its runs go to the workspace's MLflow store
-        env["MLFLOW_TRACKING_URI"] = "sqlite:///" + str(repo / uri[len("sqlite:///"):])
-    cmd = [_dvc(), *experiment_command(name, study_prompt)[1:]]
-    print("$ " + " ".join(["dvc", *cmd[1:]]), flush=True)
-    if subprocess.run(cmd, cwd=repo, env=env, check=False).returncode != 0:
-        raise PromptComparisonError(f"`{' '.join(['dvc', *cmd[1:]])}` failed (its output is above)")
+    require_up_to_date(repo, TARGET, f"run `dvc repro {TARGET}` first, it is the other arm")
+    run_experiment_command(cfg, repo, experiment_command(name, study_prompt))
     return True
 
 
@@ -189,16 +148,6 @@ def _rel(path: str, what: str) -> str:
         raise PromptComparisonError(f"{what} is an absolute path ({path}); the comparison reads it at the "
                                     "experiment's commit, so it must be relative to the repository")
     return Path(path).as_posix()
-
-
-def _read_json(text: str | bytes, source: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PromptComparisonError(f"{source}: not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise PromptComparisonError(f"{source}: a JSON object was expected")
-    return data
 
 
 def run_prompt_comparison(cfg: Any, experiment: str = DEFAULT_EXPERIMENT, repo_dir: str | Path = ".") -> Path:
@@ -239,17 +188,17 @@ def run_prompt_comparison(cfg: Any, experiment: str = DEFAULT_EXPERIMENT, repo_d
         raise PromptComparisonError(f"{ws_card} not found: `dvc checkout` (or `dvc repro evaluate`) first")
     ours = arm_record(
         "ours", ws_prompt, load_prompt(repo / ws_prompt).sha256,
-        _read_json(ws_metrics_path.read_bytes(), str(ws_metrics_path)), f"workspace {reports}/metrics.json",
-        _read_json(ws_card.read_bytes(), str(ws_card)))
+        read_json(ws_metrics_path.read_bytes(), str(ws_metrics_path)), f"workspace {reports}/metrics.json",
+        read_json(ws_card.read_bytes(), str(ws_card)))
 
     exp_prompt = _rel(exp_cfg.model.prompt_file, "the experiment's model.prompt_file")
     study = arm_record(
         "study", exp_prompt, Prompt(instruction=at_rev(exp_prompt).decode("utf-8")).sha256,
-        _read_json(at_rev(f"{reports}/metrics.json"), f"{reports}/metrics.json at {experiment}"),
+        read_json(at_rev(f"{reports}/metrics.json"), f"{reports}/metrics.json at {experiment}"),
         f"{reports}/metrics.json at experiment {experiment} ({rev[:12]})",
-        _read_json(at_rev(f"{detector}/{CARD_FILE}"), f"{detector}/{CARD_FILE} at {experiment}"))
+        read_json(at_rev(f"{detector}/{CARD_FILE}"), f"{detector}/{CARD_FILE} at {experiment}"))
 
-    changed = _git(repo, "diff", "--name-only", baseline, rev).splitlines()
+    changed = git(repo, "diff", "--name-only", baseline, rev).splitlines()
     record = build_comparison(ours, study, profile=cfg.profile, experiment={
         "name": experiment, "rev": rev, "baseline_commit": baseline,
         "params_changed": {CHANGED_PARAM: diff[CHANGED_PARAM]},
@@ -273,7 +222,7 @@ def load_comparison(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         return {**NOT_RUN, "how": f"no {p.name} beside this table; {NOT_RUN['how']}"}
-    data = _read_json(p.read_bytes(), str(p))
+    data = read_json(p.read_bytes(), str(p))
     status = data.get("status")
     if status == "not run":
         return data

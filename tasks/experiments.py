@@ -1,0 +1,92 @@
+"""What the commands built on DVC experiments share (``make prompt-comparison``, ``make seeds``): finding
+an experiment of ``HEAD`` by name, running one, reading its files and comparing its parameters with the
+workspace's. One error type, :class:`ExperimentError`, whose message says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+class ExperimentError(RuntimeError):
+    """An experiment cannot be run, found or read; the message says what to do."""
+
+
+def git(repo: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise ExperimentError(f"`git {' '.join(args)}` failed in {repo}: {out.stderr.strip()}")
+    return out.stdout.strip()
+
+
+def find_experiment(repo: Path, name: str, command: str) -> tuple[str, str]:
+    """(commit, baseline commit) of the experiment ``name`` based on ``HEAD``; the workspace arm is
+    ``HEAD`` too, so an experiment of another commit is refused, naming the commits it exists for."""
+    head = git(repo, "rev-parse", "HEAD")
+    found: dict[str, str] = {}
+    for line in git(repo, "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps").splitlines():
+        sha, ref = line.split(" ", 1)
+        parts = ref.split("/")  # refs/exps/<2 hex>/<38 hex>/<name>
+        if len(parts) == 5 and parts[4] == name:
+            found[parts[2] + parts[3]] = sha
+    if head not in found:
+        other = f" (it exists for {', '.join(b[:12] for b in sorted(found))})" if found else ""
+        raise ExperimentError(f"no DVC experiment {name!r} based on HEAD {head[:12]}{other}: run `{command}`")
+    return found[head], head
+
+
+def dvc_executable() -> str:
+    here = Path(sys.executable).parent / "dvc"
+    return str(here) if here.is_file() else (shutil.which("dvc") or "dvc")
+
+
+def require_up_to_date(repo: Path, target: str, why: str) -> None:
+    """Refuse to start when the workspace's ``target`` stage is stale: the workspace is one of the arms."""
+    if subprocess.run([dvc_executable(), "status", "-q", "--with-deps", target], cwd=repo, check=False).returncode:
+        raise ExperimentError(f"the workspace's {target} stage is not up to date (`dvc status {target}` says "
+                              f"why): {why}")
+
+
+def run_experiment_command(cfg: Any, repo: Path, command: list[str]) -> None:
+    """Run ``dvc exp run ...`` (``command``, starting with ``dvc``) in ``repo``, its output to ours. A
+    relative SQLite tracking store is pinned to the workspace's: the temporary copy is deleted."""
+    env = dict(os.environ)
+    uri = cfg.mlflow.tracking_uri
+    if "MLFLOW_TRACKING_URI" not in env and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        env["MLFLOW_TRACKING_URI"] = "sqlite:///" + str(repo / uri[len("sqlite:///"):])
+    cmd = [dvc_executable(), *command[1:]]
+    print("$ " + " ".join(command), flush=True)
+    if subprocess.run(cmd, cwd=repo, env=env, check=False).returncode != 0:
+        raise ExperimentError(f"`{' '.join(command)}` failed (its output is above)")
+
+
+def read_json(text: str | bytes, source: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExperimentError(f"{source}: not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ExperimentError(f"{source}: a JSON object was expected")
+    return data
+
+
+def param_differences(ours: dict[str, Any], theirs: dict[str, Any], prefix: str = "") -> dict[str, list]:
+    """``{dotted key: [ours, theirs]}`` where two effective configs (``Config.to_dict()``) differ."""
+    out: dict[str, list] = {}
+    for key in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(key), theirs.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(param_differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out[f"{prefix}{key}"] = [a, b]
+    return out
+
+
+__all__ = ["ExperimentError", "dvc_executable", "find_experiment", "git", "param_differences", "read_json",
+           "require_up_to_date", "run_experiment_command"]
