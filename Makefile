@@ -56,6 +56,11 @@ dvc-remote-ssh: setup  ## Add the stack's SSH remote to this DVC project as `sha
 
 # The study's prompt against ours, same recipe (prompts/README.md): too slow for `make repro` (it retrains
 # stage 2), so a DVC experiment of its own; `dvc repro table1` then shows both arms in Table 1.
+.PHONY: seeds
+seeds: setup  ## Table 1's two detectors over train.compare_seeds (a DVC experiment per seed), then reports/seeds.json
+	python -m tasks.seeds --run
+	dvc repro table1
+
 .PHONY: prompt-comparison
 prompt-comparison: setup  ## dvc exp run --temp ... -S model.prompt_file=prompts/gao_study_zh.txt evaluate, then reports/prompt_comparison.json
 	python -m tasks.prompt_comparison --run

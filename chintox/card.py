@@ -37,12 +37,13 @@ LINEAGE_VAL = "data.toxicn_val"           # the split file that chose the epoch 
 LINEAGE_STAGE1_DATA = "data.stage1"       # the stage-1 records, when stage 1 ran (from its train_info.json)
 LINEAGE_UPSTREAM_DIR = "model.stage1"     # the upstream folder stage 2 was given (merged, or a pointer)
 LINEAGE_UPSTREAM = "model.upstream"       # the model stage 2 actually loaded (the base behind a pointer)
+LINEAGE_PRETRAIN_CORPUS = "data.pretrain_corpus"  # a pre-trained tiny base's corpus (its build_info.json)
 # only when stage 2 trained on moderators' feedback (feedback.train): the feedback sets it was given
 LINEAGE_FEEDBACK_TRAIN = "data.feedback_train"      # the feedback rows it trained on
 LINEAGE_FEEDBACK_HOLDOUT = "data.feedback_holdout"  # the feedback rows held out from it (the gate's set)
 LINEAGE_FEEDBACK_STORE = "data.feedback_store"      # the store version those sets were derived from
 LINEAGE_KEYS = (LINEAGE_TRAIN, LINEAGE_VAL, LINEAGE_STAGE1_DATA, LINEAGE_UPSTREAM_DIR, LINEAGE_UPSTREAM,
-                LINEAGE_FEEDBACK_TRAIN, LINEAGE_FEEDBACK_HOLDOUT, LINEAGE_FEEDBACK_STORE)
+                LINEAGE_PRETRAIN_CORPUS, LINEAGE_FEEDBACK_TRAIN, LINEAGE_FEEDBACK_HOLDOUT, LINEAGE_FEEDBACK_STORE)
 
 
 class DetectorCardError(ValueError):

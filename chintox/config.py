@@ -79,10 +79,26 @@ class TinyModelConfig(Qwen2Shape):
     """``model.base: tiny``: a small model and BPE tokenizer built from the training texts."""
     tokenizer_max_chars: int
     tokenizer_prompt_copies: int
+    # causal-LM pre-training of the built base on the training-side texts (tasks.base_model)
     pretrain_steps: int
     pretrain_batch_size: int
     pretrain_seq_len: int
     pretrain_lr: float
+    pretrain_warmup_ratio: float
+    pretrain_precision: Literal["bf16", "float32"]  # bf16: autocast where the device computes it natively
+    pretrain_cold_train: bool  # COLD train's texts (no labels) in the pre-training corpus
+    pretrain_save_every_steps: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pretrain_steps < 0 or self.pretrain_batch_size < 1 or self.pretrain_seq_len < 2:
+            raise ConfigError("model.tiny: pretrain_steps must be >= 0, pretrain_batch_size >= 1 and "
+                              "pretrain_seq_len >= 2")
+        if self.pretrain_seq_len > self.max_position_embeddings:
+            raise ConfigError(f"model.tiny.pretrain_seq_len ({self.pretrain_seq_len}) exceeds "
+                              f"max_position_embeddings ({self.max_position_embeddings})")
+        if self.pretrain_precision not in ("bf16", "float32"):
+            raise ConfigError(f"model.tiny.pretrain_precision must be bf16|float32, got {self.pretrain_precision!r}")
 
 
 @dataclass(frozen=True)
@@ -154,6 +170,11 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"]
     stage1: StageConfig
     stage2: StageConfig
+    # the seed of stage 1 and stage 2 (adapter init, data order, dropout, subsampling); None: data.seed.
+    # Varied for multi-seed comparisons while the splits and the base stay the same.
+    seed: int | None = None
+    # `make seeds` (tasks.seeds): Table 1's comparison over these training seeds (not read by any stage)
+    compare_seeds: list[int] = field(default_factory=lambda: [42, 1, 2])
 
 
 @dataclass(frozen=True)
@@ -257,6 +278,11 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     source: str = field(default="<dict>", compare=False)
+
+    @property
+    def train_seed(self) -> int:
+        """The seed stage 1 and stage 2 train with: ``train.seed``, or ``data.seed`` when it is null."""
+        return self.data.seed if self.train.seed is None else self.train.seed
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

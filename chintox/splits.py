@@ -9,6 +9,8 @@ same rows give byte-identical files.
 
 - ``toxicn_train``, ``toxicn_val``, ``toxicn_test``, ``cold_test``: :class:`LabelledRecord` rows.
 - ``stage1``: :class:`ChatRecord` rows (COIG-CQIA as a user turn and the assistant's reply).
+- ``cold_train``: :class:`TextRecord` rows, COLD train without its labels: text the tiny base may
+  pre-train on (``model.tiny.pretrain_cold_train``), never a labelled training set.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypedDict, overload
 
-SplitName = Literal["toxicn_train", "toxicn_val", "toxicn_test", "cold_test", "stage1"]
+SplitName = Literal["toxicn_train", "toxicn_val", "toxicn_test", "cold_test", "stage1", "cold_train"]
 LabelledSplit = Literal["toxicn_train", "toxicn_val", "toxicn_test", "cold_test"]
-SPLITS: tuple[SplitName, ...] = ("toxicn_train", "toxicn_val", "toxicn_test", "cold_test", "stage1")
+SPLITS: tuple[SplitName, ...] = ("toxicn_train", "toxicn_val", "toxicn_test", "cold_test", "stage1", "cold_train")
+# the texts no training-side use may contain (normalised match): the validation and evaluation sets
+HELD_OUT_SPLITS: tuple[LabelledSplit, ...] = ("toxicn_val", "toxicn_test", "cold_test")
 SPLIT_DIR = "splits"
 
 
@@ -41,6 +45,15 @@ class LabelledRecord(TypedDict, total=False):
     target: Any
     platform: Any
     fine_grained_label: int | None
+
+
+class TextRecord(TypedDict):
+    """An unlabelled text (``cold_train``): the label is left out on purpose."""
+
+    id: str
+    text: str
+    source: str
+    split: str
 
 
 class ChatMessage(TypedDict):
@@ -92,6 +105,8 @@ def load_split(out_dir: str | Path, name: Literal["stage1"]) -> list[ChatRecord]
 @overload
 def load_split(out_dir: str | Path, name: LabelledSplit) -> list[LabelledRecord]: ...
 @overload
+def load_split(out_dir: str | Path, name: Literal["cold_train"]) -> list[TextRecord]: ...
+@overload
 def load_split(out_dir: str | Path, name: str) -> list[dict[str, Any]]: ...
 
 
@@ -104,5 +119,5 @@ def load_split(out_dir, name):
         return [json.loads(line) for line in f if line.strip()]
 
 
-__all__ = ["SPLITS", "SPLIT_DIR", "ChatRecord", "LabelledRecord", "SplitName", "load_split", "split_dir",
+__all__ = ["HELD_OUT_SPLITS", "SPLITS", "SPLIT_DIR", "ChatRecord", "LabelledRecord", "SplitName", "TextRecord", "load_split", "split_dir",
            "split_path", "write_split"]

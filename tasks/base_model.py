@@ -1,9 +1,11 @@
 """Base-model step: build the `tiny` or the `rehearsal` Qwen2 model, or point at a real one.
 
-``model.base: tiny`` trains a byte-level BPE tokenizer on the training texts only (COIG-CQIA stage-1
-records and ToxiCN train; never validation or evaluation texts), builds a small Qwen2-architecture
-causal LM with a ChatML chat template, optionally pre-trains it, and saves a normal Hugging Face folder
-that transformers and vLLM both load. ``model.base: rehearsal`` is Qwen in everything but its weights:
+``model.base: tiny`` trains a byte-level BPE tokenizer on the training-side texts only (COIG-CQIA
+stage-1 records, ToxiCN train and, by default, COLD train without labels; never a validation or
+evaluation text: :func:`pretraining_corpus`), builds a small Qwen2-architecture causal LM with a
+ChatML chat template, pre-trains it as a causal LM on the same texts (``model.tiny.pretrain_*``;
+resumable, bf16 autocast where the CPU computes it), and saves a normal Hugging Face folder that
+transformers and vLLM both load. ``model.base: rehearsal`` is Qwen in everything but its weights:
 Qwen's real tokenizer (:mod:`chintox.qwen_tokenizer`) and Qwen1.5-Chat's template over a randomly
 initialised Qwen2 model at the size in ``model.rehearsal``; later steps cannot tell it from a hub
 Qwen1.5 chat model, so the paper recipe runs on it unchanged. Any other ``model.base`` (hub id or
@@ -99,58 +101,177 @@ def build_tiny_model(tcfg: TinyModelConfig, tokenizer: Any, seed: int = 0) -> An
     return model
 
 
-def pretrain(model: Any, tokenizer: Any, texts: list[str], tcfg: TinyModelConfig, device: str,
-             seed: int = 0) -> list[float]:
-    """Causal-LM pre-training on packed training texts for ``pretrain_steps`` steps; returns losses."""
+def _pack(tokenizer: Any, texts: list[str], seq_len: int, seed: int) -> Any:
+    """The corpus as one token stream (texts in a seeded order, each ended by EOS), cut into
+    ``seq_len``-token rows; the tail shorter than one row is dropped."""
     import torch
-    from tqdm.auto import tqdm
 
-    if tcfg.pretrain_steps <= 0:
-        return []
-    rng = random.Random(seed)
-    texts = list(texts)
-    rng.shuffle(texts)
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
     eos = tokenizer.eos_token_id
-    stream: list[int] = []
-    need = tcfg.pretrain_steps * tcfg.pretrain_batch_size * tcfg.pretrain_seq_len
-    for t in texts:
-        stream.extend(tokenizer.encode(t, add_special_tokens=False) + [eos])
-        if len(stream) >= need:
-            break
-    if len(stream) < tcfg.pretrain_seq_len + 1:
-        raise ValueError("not enough pre-training text for one sequence")
-    n_seq = len(stream) // tcfg.pretrain_seq_len
-    data = torch.tensor(stream[: n_seq * tcfg.pretrain_seq_len]).view(n_seq, tcfg.pretrain_seq_len)
-    model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.pretrain_lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * s / tcfg.pretrain_steps))
-    )
-    losses = []
-    g = torch.Generator().manual_seed(seed)
-    for _step in tqdm(range(tcfg.pretrain_steps), desc="pre-train tiny base", unit="step"):
-        idx = torch.randint(0, n_seq, (tcfg.pretrain_batch_size,), generator=g)
-        batch = data[idx].to(device)
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+    ids = tokenizer([texts[i] for i in order], add_special_tokens=False)["input_ids"]
+    stream = [t for row in ids for t in (*row, eos)]
+    n_seq = len(stream) // seq_len
+    if n_seq < 1:
+        raise ValueError(f"the pre-training corpus has {len(stream)} tokens, fewer than one sequence "
+                         f"of model.tiny.pretrain_seq_len={seq_len}")
+    return torch.tensor(stream[: n_seq * seq_len], dtype=torch.long).view(n_seq, seq_len)
+
+
+def perplexity(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size: int = 32) -> float:
+    """Per-token perplexity of ``model`` on ``texts``, each scored on its own (EOS-ended, cut at
+    ``max_len`` tokens), in float32 without autocast so that runs of any precision compare."""
+    import torch
+
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    rows = [(r + [eos])[:max_len] for r in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    rows = [r for r in rows if len(r) > 1]
+    dev = next(model.parameters()).device
+    was_training = model.training
     model.eval()
-    return losses
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            batch = rows[i: i + batch_size]
+            width = max(len(r) for r in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            lab = torch.full((len(batch), width), -100, dtype=torch.long)
+            att = torch.zeros((len(batch), width), dtype=torch.long)
+            for j, r in enumerate(batch):
+                ids[j, : len(r)] = lab[j, : len(r)] = torch.tensor(r)
+                att[j, : len(r)] = 1
+            logits = model(input_ids=ids.to(dev), attention_mask=att.to(dev)).logits.float()
+            tgt = lab[:, 1:].to(dev)
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)),
+                                                     tgt.reshape(-1), ignore_index=-100, reduction="sum")
+            nll += float(loss)
+            n += int((tgt != -100).sum())
+    model.train(was_training)
+    return math.exp(nll / max(n, 1))
 
 
-def training_texts(cfg: Config) -> list[str]:
-    """Texts the tiny tokenizer and pre-training may see: stage-1 records and ToxiCN train only."""
-    from chintox.splits import load_split
+def pretrain(cfg: Config, model: Any, tokenizer: Any, texts: list[str], heldout: list[str],
+             corpus_sha256: str) -> dict[str, Any]:
+    """Causal-LM pre-training of the whole tiny model for ``model.tiny.pretrain_steps`` steps on packed
+    ``texts``, through the resumable training loop (checkpoints under ``<paths.checkpoints>/pretrain``,
+    SIGTERM honoured, exact resume), with bf16 autocast where ``pretrain_precision`` asks for it and the
+    device computes it natively. The LM loss goes to MLflow (run ``base``); the held-out perplexity on
+    ``heldout`` (ToxiCN val texts) is measured before and after. Returns the figures for build_info."""
+    import hashlib
 
+    import torch
+
+    from chintox.modeling import cpu_supports_bf16
+    from chintox.tracking import stage_run
+    from chintox.training.checkpoint import CheckpointManager
+    from chintox.training.loop import LoopSpec, SingleProcess, load_trainable_state, run_loop
+
+    tcfg = cfg.model.tiny
+    device = pick_device(cfg.train.device)
+    bf16 = tcfg.pretrain_precision == "bf16" and (device == "cuda" or cpu_supports_bf16())
+    if tcfg.pretrain_precision == "bf16" and not bf16:
+        log.warning("model.tiny.pretrain_precision bf16 -> float32: this CPU has no native bfloat16")
+    accelerator = SingleProcess(device, bf16)
+    t0 = time.time()
+    data = _pack(tokenizer, texts, tcfg.pretrain_seq_len, cfg.data.seed)
+    n_seq, bsz = data.size(0), tcfg.pretrain_batch_size
+    need = tcfg.pretrain_steps * bsz
+    # the sequences the steps draw from: seeded passes over the corpus, as many as the steps need
+    g = torch.Generator().manual_seed(cfg.data.seed)
+    rows = torch.cat([torch.randperm(n_seq, generator=g) for _ in range(-(-need // n_seq))])[:need]
+    model.to(accelerator.device)
+    ppl_before = perplexity(model, tokenizer, heldout, tcfg.pretrain_seq_len)
+    log.info("pre-training corpus: %d texts, %d sequences of %d tokens (%.1fs to pack); %d steps of %d "
+             "sequences = %.2f passes; held-out perplexity before: %.1f", len(texts), n_seq,
+             tcfg.pretrain_seq_len, time.time() - t0, tcfg.pretrain_steps, bsz, need / n_seq, ppl_before)
+    dev = accelerator.device
+
+    def loss_fn(m: Any, idx: list[int]) -> tuple[Any, int]:
+        batch = data[rows[idx]].to(dev)
+        return m(input_ids=batch, labels=batch).loss, batch.numel()
+
+    chash = hashlib.sha256(json.dumps(
+        {"tiny": {k: v for k, v in vars(tcfg).items() if k not in ("pretrain_save_every_steps",)},
+         "corpus": corpus_sha256, "seed": cfg.data.seed, "vocab": len(tokenizer), "bf16": bf16},
+        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    ckpts = CheckpointManager(Path(cfg.paths.checkpoints) / "pretrain", 2, chash)
+    with stage_run(cfg, "base", tags={"config_hash": chash}) as run:
+        import mlflow
+
+        def log_metrics(metrics: dict[str, float], step: int) -> None:
+            if run is not None:
+                mlflow.log_metrics({f"lm_{k}": float(v) for k, v in metrics.items()}, step=step)
+
+        if run is not None:
+            mlflow.log_params({f"model.tiny.{k}": v for k, v in vars(tcfg).items()}
+                              | {"pretrain_corpus_sha256": corpus_sha256, "pretrain_texts": len(texts),
+                                 "pretrain_sequences": n_seq, "bf16_autocast": bf16})
+        spec = LoopSpec(n_examples=need, batch_size=bsz, grad_accum=1, epochs=1, lr=tcfg.pretrain_lr,
+                        warmup_ratio=tcfg.pretrain_warmup_ratio, weight_decay=0.01,
+                        save_every_steps=tcfg.pretrain_save_every_steps, seed=cfg.data.seed, loss_fn=loss_fn,
+                        log_metrics=log_metrics, desc="pre-train tiny base")
+        t1 = time.time()
+        result = run_loop(model, spec, ckpts, accelerator)
+        train_s = time.time() - t1
+        load_trainable_state(model, result["best_state"])
+        ppl_after = perplexity(model, tokenizer, heldout, tcfg.pretrain_seq_len)
+        figures = {"heldout_perplexity_before": round(ppl_before, 3),
+                   "heldout_perplexity_after": round(ppl_after, 3)}
+        if run is not None:
+            mlflow.log_metrics({**figures, "pretrain_seconds": train_s})
+    ckpts.clear()
+    model.eval()
+    log.info("pre-trained %d steps in %.0fs; held-out perplexity %.1f -> %.1f%s", tcfg.pretrain_steps,
+             train_s, ppl_before, ppl_after,
+             f" (resumed from {result['resumed_from']})" if result["resumed_from"] else "")
+    return {"pretrain_tokens": need * tcfg.pretrain_seq_len, "pretrain_passes": round(need / n_seq, 4),
+            "pretrain_sequences_available": n_seq, "pretrain_bf16_autocast": bf16, **figures,
+            "heldout_texts": len(heldout)}
+
+
+def pretraining_corpus(cfg: Config) -> tuple[list[str], dict[str, Any]]:
+    """The texts the tiny tokenizer and pre-training may see, and what they are.
+
+    COIG-CQIA's stage-1 records (every user and assistant turn), ToxiCN train's texts and, when
+    ``model.tiny.pretrain_cold_train``, COLD train's texts (no labels). Never a validation or
+    evaluation text: any text whose normalised form is that of a ToxiCN val/test or COLD test text is
+    left out here (the split step already drops most; this is the rule's last guard), and counted.
+    The returned record holds, per source, texts kept and left out, characters, and the corpus's
+    sha256 (over the kept texts in order), which goes into the base's ``build_info.json``.
+    """
+    import hashlib
+
+    from chintox.splits import HELD_OUT_SPLITS, load_split
+    from chintox.textnorm import normalise_many
+
+    out = cfg.data.out_dir
+    sources: dict[str, list[str]] = {
+        "coig_cqia": [m["content"] for rec in load_split(out, "stage1") for m in rec["messages"]],
+        "toxicn_train": [r["text"] for r in load_split(out, "toxicn_train")],
+    }
+    if cfg.model.tiny.pretrain_cold_train:
+        sources["cold_train"] = [r["text"] for r in load_split(out, "cold_train")]
+    held = {t for name in HELD_OUT_SPLITS for t in normalise_many([r["text"] for r in load_split(out, name)]) if t}
     texts: list[str] = []
-    for rec in load_split(cfg.data.out_dir, "stage1"):
-        texts.extend(m["content"] for m in rec["messages"])
-    texts.extend(r["text"] for r in load_split(cfg.data.out_dir, "toxicn_train"))
-    return texts
+    record: dict[str, Any] = {"sources": {}}
+    h = hashlib.sha256()
+    for name, items in sources.items():
+        keys = normalise_many(items)
+        keep = [t for t, n in zip(items, keys) if n and n not in held]
+        leaked = sum(1 for n in keys if n and n in held)
+        record["sources"][name] = {"texts": len(keep), "left_out_held_out_text": leaked,
+                                   "left_out_empty": len(items) - len(keep) - leaked,
+                                   "chars": sum(len(t) for t in keep)}
+        if leaked:
+            log.warning("pre-training corpus: %d %s texts left out: each is a validation or evaluation "
+                        "text (normalised match)", leaked, name)
+        for t in keep:
+            h.update(t.encode("utf-8") + b"\0")
+        texts.extend(keep)
+    record["sha256"] = h.hexdigest()
+    record["texts"] = len(texts)
+    record["chars"] = sum(len(t) for t in texts)
+    return texts, record
 
 
 def _capped(texts: list[str], max_chars: int, seed: int) -> list[str]:
@@ -175,18 +296,33 @@ def tiny_tokenizer(cfg: Config, corpus: list[str]) -> Any:
                            must_be_single=[prompt.answer_positive, prompt.answer_negative])
 
 
-def build_tiny_base(cfg: Config, texts: list[str], out_dir: Path) -> dict[str, Any]:
-    """Train the tokenizer, build (and optionally pre-train) the tiny model, save it to ``out_dir``."""
+def build_tiny_base(cfg: Config, texts: list[str], out_dir: Path,
+                    corpus: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train the tokenizer, build (and, with ``model.tiny.pretrain_steps``, pre-train) the tiny model,
+    save it to ``out_dir``. ``texts`` is the training-side corpus (:func:`pretraining_corpus`, whose
+    record ``corpus`` describes it); the held-out perplexity is measured on ToxiCN val's texts."""
+    import hashlib
+
     import torch
+
+    from chintox.splits import load_split
 
     t0 = time.time()
     prompt = prompt_from_config(cfg)
     tcfg = cfg.model.tiny
-    corpus = _capped(texts, tcfg.tokenizer_max_chars, cfg.data.seed)
-    tokenizer = tiny_tokenizer(cfg, corpus)
+    if corpus is None:
+        h = hashlib.sha256()
+        for t in texts:
+            h.update(t.encode("utf-8") + b"\0")
+        corpus = {"sha256": h.hexdigest(), "texts": len(texts), "chars": sum(len(t) for t in texts)}
+    tok_corpus = _capped(texts, tcfg.tokenizer_max_chars, cfg.data.seed)
+    tokenizer = tiny_tokenizer(cfg, tok_corpus)
     answer_ids = answer_token_ids(tokenizer, prompt)
     model = build_tiny_model(tcfg, tokenizer, seed=cfg.data.seed)
-    losses = pretrain(model, tokenizer, corpus, tcfg, pick_device(cfg.train.device), seed=cfg.data.seed)
+    pretrained: dict[str, Any] = {}
+    if tcfg.pretrain_steps > 0:
+        heldout = [r["text"] for r in load_split(cfg.data.out_dir, "toxicn_val")]
+        pretrained = pretrain(cfg, model, tokenizer, texts, heldout, corpus["sha256"])
     out_dir.mkdir(parents=True, exist_ok=True)
     model.to(torch.float32).save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
@@ -197,9 +333,10 @@ def build_tiny_base(cfg: Config, texts: list[str], out_dir: Path) -> dict[str, A
         "prompt_tokens": len(tokenizer.encode(prompt.instruction, add_special_tokens=False)),
         "tokenizer_prompt_copies": tcfg.tokenizer_prompt_copies,
         "answer_token_ids": list(answer_ids),
-        "tokenizer_chars": sum(len(t) for t in corpus),
+        "tokenizer_chars": sum(len(t) for t in tok_corpus),
         "pretrain_steps": tcfg.pretrain_steps,
-        "pretrain_final_loss": losses[-1] if losses else None,
+        "pretrain_corpus": corpus,
+        **pretrained,
     }
     # no wall-clock time in the output: an identical model must hash identically for DVC's run-cache
     (out_dir / "build_info.json").write_text(json.dumps(info, indent=2))
@@ -280,7 +417,8 @@ def run_base(cfg: Config) -> Path:
     out_dir = Path(cfg.paths.models) / "base"
     if cfg.model.base == "tiny":
         _clear(out_dir)
-        build_tiny_base(cfg, training_texts(cfg), out_dir)
+        texts, corpus = pretraining_corpus(cfg)
+        build_tiny_base(cfg, texts, out_dir, corpus)
         return out_dir
     if cfg.model.base == "rehearsal":
         _clear(out_dir)
@@ -298,5 +436,6 @@ def run_base(cfg: Config) -> Path:
     return out_dir
 
 
-__all__ = ["ModelLoadError", "build_rehearsal_base", "build_tiny_base", "build_tiny_model", "run_base",
+__all__ = ["ModelLoadError", "build_rehearsal_base", "build_tiny_base", "build_tiny_model", "perplexity",
+           "pretraining_corpus", "run_base",
            "train_tokenizer"]

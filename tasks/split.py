@@ -10,6 +10,8 @@ depends only on the validated rows and the split parameters.
   copies never straddle train and val; a group's label is its first row's label. With
   ``duplicates: drop`` every group is one row and the split is a plain stratified row split.
 - ``toxicn_test``, ``cold_test``: every validated row of ToxiCN test / COLD test, in file order.
+- ``cold_train``: COLD train's texts without their labels, in file order (pre-training text for the
+  tiny base; COLD stays a generalisation test: no label of it is ever trained on).
 - ``stage1``: COIG-CQIA as chat records ``{id, messages: [user, assistant], subset, task_type,
   domain}``; when ``data.cqia_max_records`` is set, a seeded sample of that size (kept in file order).
 
@@ -150,6 +152,11 @@ def run_split(cfg) -> dict[str, Any]:
         recs = _labelled_records(df, split, cats)
         summary["files"][name] = write_split(out_dir, name, recs)
         summary["splits"][name] = _balance(recs)
+    cold_train = cold[cold["split"] == "train"]
+    summary["files"]["cold_train"] = write_split(out_dir, "cold_train", [
+        {"id": id_, "text": text, "source": source, "split": "train"}
+        for id_, text, source in zip(cold_train["id"], cold_train["text"], cold_train["source"])])
+    summary["splits"]["cold_train"] = {"rows": len(cold_train), "labels": "left out"}
     recs, n_available = stage1_records(cqia, dc.cqia_max_records, dc.seed)
     summary["files"]["stage1"] = write_split(out_dir, "stage1", recs)
     summary["splits"]["stage1"] = {"rows": len(recs), "available": n_available}

@@ -25,6 +25,8 @@ from chintox.evaluation import evaluate_scorer
 from chintox.metrics import rounded
 from chintox.provenance import dir_sha256, file_sha256
 from tasks.prompt_comparison import COMPARISON_FILE, DETECTOR, load_comparison
+from tasks.seeds import ROWS as SEED_ROWS
+from tasks.seeds import SEEDS_FILE, load_seeds
 
 STUDY_TABLE = "gao_table1.csv"
 STUDY_CITATION = ("Gao, \"Efficient Detection of Toxic Content in Chinese Texts with Smaller-Scale Language "
@@ -174,7 +176,7 @@ def table1_rows(cfg: Any, model_dirs: dict[str, Path | None] | None = None,
 
 
 def render_table1(rows: list[dict[str, Any]], cfg: Any, published: list[dict[str, Any]] | None = None,
-                  comparison: dict[str, Any] | None = None) -> str:
+                  comparison: dict[str, Any] | None = None, seeds: dict[str, Any] | None = None) -> str:
     """Table 1 as markdown: our rows, then the study's published rows (when given), then the prompt
     comparison (when given: :func:`comparison_section`'s record)."""
     lines = [
@@ -199,11 +201,85 @@ def render_table1(rows: list[dict[str, Any]], cfg: Any, published: list[dict[str
             f"{_pct(t['recall'])} | {_pct(t['f1'])} | {_pct(t['auc'])} | {_pct(t['auc_hard'])} | "
             f"{_pct(c['accuracy'])} | {s['samples_per_s']:.1f} | {s['startup_seconds']:.1f} | {note} |")
     lines += ["", "Figures in % except speed; ToxiCN test for Acc..AUC (labels).", ""]
+    base = base_summary(Path(cfg.paths.models) / cfg.evaluate.base_dir)
+    if base:
+        lines += [base, ""]
     if published is not None:
         lines += _published_lines(published)
     if comparison is not None:
         lines += _comparison_lines(comparison)
+    if seeds is not None:
+        lines += seeds_lines(seeds, _config_hash(Path(cfg.paths.models) / DETECTOR))
     return "\n".join(lines)
+
+
+def _config_hash(detector: Path) -> str | None:
+    card = detector / "detector.json"
+    return json.loads(card.read_text(encoding="utf-8")).get("config_hash") if card.is_file() else None
+
+
+def base_summary(base_dir: Path) -> str | None:
+    """One paragraph on the base the detectors were built on, from the base step's ``build_info.json``:
+    its size and, for a pre-trained tiny base, the corpus (which sources, COLD train's texts in or out),
+    the tokens it saw and its held-out perplexity before and after."""
+    f = base_dir / "build_info.json"
+    if not f.is_file():
+        return None
+    info = json.loads(f.read_text(encoding="utf-8"))
+    if info.get("kind") != "tiny":
+        return None
+    text = (f"Base: the tiny model built here, {info['parameters'] / 1e6:.1f}M parameters, "
+            f"{info['vocab_size']}-token BPE vocabulary")
+    corpus = info.get("pretrain_corpus") or {}
+    if not info.get("pretrain_steps"):
+        return text + "; not pre-trained (random weights)."
+    src = corpus.get("sources", {})
+    names = {"coig_cqia": "COIG-CQIA", "toxicn_train": "ToxiCN train", "cold_train": "COLD train (texts only)"}
+    parts = ", ".join(f"{names.get(k, k)} {v['texts']:,} texts" for k, v in src.items())
+    cold = "in" if "cold_train" in src else "out (`model.tiny.pretrain_cold_train: false`)"
+    left = sum(v.get("left_out_held_out_text", 0) for v in src.values())
+    return (text + f"; pre-trained as a causal LM for {info['pretrain_steps']} steps "
+            f"({info['pretrain_tokens'] / 1e6:.1f}M tokens, {info['pretrain_passes']:.2f} passes over the corpus) "
+            f"on {corpus.get('chars', 0) / 1e6:.1f}M characters: {parts}; COLD train's texts {cold}; "
+            f"{left} texts left out as validation/evaluation texts; corpus sha256 "
+            f"`{corpus.get('sha256', '')[:12]}`. Held-out perplexity on the {info['heldout_texts']} ToxiCN val "
+            f"texts: {info['heldout_perplexity_before']:.0f} before pre-training, "
+            f"{info['heldout_perplexity_after']:.1f} after.")
+
+
+def _mean_sd(d: dict[str, float]) -> str:
+    return f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f} ({100 * d['min']:.2f}–{100 * d['max']:.2f})"
+
+
+def seeds_lines(rec: dict[str, Any], current_config_hash: str | None) -> list[str]:
+    """The multi-seed section (``seeds.json`` from ``make seeds``): each detector's figures as mean ±
+    standard deviation (range) over the training seeds, and the paired difference."""
+    lines = ["## Over training seeds: stage 1 + 2 against stage 2 only", ""]
+    if rec.get("status") != "measured":
+        return [*lines, f"Not run yet: {rec.get('how', '`make seeds`')}.", ""]
+    seeds = [a["seed"] for a in rec["seeds"]]
+    ws = next(a for a in rec["seeds"] if a["source"] == "workspace")
+    lines.append(
+        f"`{rec['command']}`, profile `{rec['profile']}`: the two detectors trained with `train.seed` = "
+        f"{', '.join(map(str, seeds))} (seed {ws['seed']} is this workspace; each other seed a DVC experiment "
+        "with that parameter and nothing else changed, the same splits and base); figures in %, mean ± "
+        "standard deviation (min–max) over the seeds, threshold 0.5. A difference is called larger than the "
+        "spread when every seed's paired difference has the same sign and its mean exceeds their standard "
+        "deviation.")
+    if current_config_hash is not None and ws["rows"]["stage2"].get("config_hash") != current_config_hash:
+        lines += ["", (f"**Stale**: measured with another stage-2 configuration than this table's detector. "
+                       f"Run `{rec['command']}` again.")]
+    figs = [("toxicn_val.f1", "ToxiCN val F1"), ("toxicn_val.accuracy", "ToxiCN val Acc"),
+            ("toxicn_test.accuracy", "ToxiCN test Acc"), ("toxicn_test.f1", "ToxiCN test F1"),
+            ("cold_test.accuracy", "COLD Acc"), ("cold_test.f1", "COLD F1")]
+    lines += ["", "| Detector | " + " | ".join(n for _, n in figs) + " |", "|---" * (len(figs) + 1) + "|"]
+    for key, label in SEED_ROWS.items():
+        lines.append(f"| {label} | " + " | ".join(_mean_sd(rec["rows"][key][f]) for f, _ in figs) + " |")
+    diff = rec["difference"]
+    lines.append("| Stage 1+2 minus stage 2 only | " + " | ".join(
+        _mean_sd(diff[f]) + (" **larger than the spread**" if diff[f]["beyond_spread"] else " within the spread")
+        for f, _ in figs) + " |")
+    return [*lines, ""]
 
 
 def _published_lines(published: list[dict[str, Any]]) -> list[str]:
@@ -296,6 +372,7 @@ def run_table1(cfg: Any, model_dirs: dict[str, Path] | None = None, backends: li
     published = load_study_table(cfg.data.study_dir)
     out = Path(cfg.paths.reports)
     comparison = load_comparison(out / COMPARISON_FILE)
+    seeds = load_seeds(out / SEEDS_FILE)
     rows = table1_rows(cfg, model_dirs, backends)
     try:
         ref = run_tfidf_reference(cfg, ["toxicn_test", "cold_test"])
@@ -309,7 +386,7 @@ def run_table1(cfg: Any, model_dirs: dict[str, Path] | None = None, backends: li
     comparison = comparison_section(comparison, dir_sha256(detector) if detector.is_dir() else None, cfg.profile)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "table1.md"
-    md.write_text(render_table1(rows, cfg, published, comparison), encoding="utf-8")
+    md.write_text(render_table1(rows, cfg, published, comparison, seeds), encoding="utf-8")
     record = {
         "measured": rounded(rows),
         "published": {"measured_here": False, "source": STUDY_CITATION, "file": STUDY_TABLE,
@@ -317,7 +394,11 @@ def run_table1(cfg: Any, model_dirs: dict[str, Path] | None = None, backends: li
                       "units": "accuracy..auc in %, samples_per_s, as printed",
                       "rows": [{k: v for k, v in r.items() if k != "printed"} for r in published]},
         "prompt_comparison": comparison,
+        "seeds": seeds,
     }
+    build_info = Path(cfg.paths.models) / cfg.evaluate.base_dir / "build_info.json"
+    if build_info.is_file():
+        record["base"] = json.loads(build_info.read_text(encoding="utf-8"))
     (out / "table1.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     if log_mlflow:
         import mlflow

@@ -34,6 +34,7 @@ from chintox.card import (
     LINEAGE_FEEDBACK_HOLDOUT,
     LINEAGE_FEEDBACK_STORE,
     LINEAGE_FEEDBACK_TRAIN,
+    LINEAGE_PRETRAIN_CORPUS,
     LINEAGE_STAGE1_DATA,
     LINEAGE_TRAIN,
     LINEAGE_UPSTREAM,
@@ -108,7 +109,7 @@ def config_hash(cfg: Config, stage: str, upstream: str, data_files: list[Path],
     changed parameter never resumes a stale run."""
     sc: StageConfig = getattr(cfg.train, stage)
     payload = {
-        "stage": stage, "stage_cfg": asdict(sc), "model": asdict(cfg.model), "seed": cfg.data.seed,
+        "stage": stage, "stage_cfg": asdict(sc), "model": asdict(cfg.model), "seed": cfg.train_seed,
         "device": cfg.train.device,
         "upstream": _folder_fingerprint(upstream),
         "data": [hashlib.sha256(f.read_bytes()).hexdigest() for f in data_files if f.is_file()],
@@ -194,7 +195,8 @@ def _load_upstream(cfg: Config, ref: str, accelerator: Any) -> tuple[Any, Any]:
 def _mlflow_params(cfg: Config, stage: str, extra: dict[str, Any]) -> dict[str, Any]:
     sc = asdict(getattr(cfg.train, stage))
     flat = {f"{stage}.{k}": (",".join(v) if isinstance(v, list) else v) for k, v in sc.items()}
-    flat.update({"model.base": cfg.model.base, "model.dtype": cfg.model.dtype, "profile": cfg.profile})
+    flat.update({"model.base": cfg.model.base, "model.dtype": cfg.model.dtype, "profile": cfg.profile,
+                 "train.seed": cfg.train_seed})
     flat.update(extra)
     return flat
 
@@ -306,9 +308,9 @@ def run_stage1(cfg: Config, out: Path | None = None, run_name: str = "stage1") -
     from chintox.training.loop import LoopSpec, load_trainable_state, run_loop
 
     accelerator = _accelerator(cfg)
-    torch.manual_seed(cfg.data.seed)
+    torch.manual_seed(cfg.train_seed)
     tok, model = _load_upstream(cfg, base_ref, accelerator)
-    records = _subsample(load_records(cfg, "stage1"), sc.max_samples, cfg.data.seed)
+    records = _subsample(load_records(cfg, "stage1"), sc.max_samples, cfg.train_seed)
     examples = [e for r in records if (e := _stage1_example(tok, r["messages"], sc.max_seq_len))]
     if not examples:
         raise ValueError("no stage-1 example keeps an assistant token within max_seq_len")
@@ -336,7 +338,7 @@ def run_stage1(cfg: Config, out: Path | None = None, run_name: str = "stage1") -
         spec = LoopSpec(
             n_examples=len(examples), batch_size=sc.batch_size, grad_accum=sc.grad_accum, epochs=sc.epochs,
             lr=sc.lr, warmup_ratio=sc.warmup_ratio, weight_decay=sc.weight_decay,
-            save_every_steps=sc.save_every_steps, seed=cfg.data.seed, loss_fn=loss_fn,
+            save_every_steps=sc.save_every_steps, seed=cfg.train_seed, loss_fn=loss_fn,
             log_metrics=_logger(run is not None), desc="stage1", lengths=[len(x) for x, _ in examples])
         t0 = time.time()
         result = run_loop(pm, spec, ckpts, accelerator)
@@ -398,6 +400,11 @@ def _lineage(cfg: Config, stage1_dir: Path, upstream: str, feedback: bool = Fals
         lineage[LINEAGE_UPSTREAM] = lineage[LINEAGE_UPSTREAM_DIR]
     else:
         lineage[LINEAGE_UPSTREAM] = dir_sha256(up) if up.is_dir() else f"hub:{upstream}"
+    built = Path(cfg.paths.models) / "base" / "build_info.json"  # the root base (as base_identity reads it)
+    if built.is_file():
+        base_info = json.loads(built.read_text(encoding="utf-8"))
+        if base_info.get("pretrain_steps") and base_info.get("pretrain_corpus"):
+            lineage[LINEAGE_PRETRAIN_CORPUS] = str(base_info["pretrain_corpus"]["sha256"])
     info = stage1_dir / "train_info.json"
     if info.is_file():
         recorded = json.loads(info.read_text(encoding="utf-8")).get("lineage", {})
@@ -445,11 +452,11 @@ def run_stage2(cfg: Config, stage1_dir: Path | None = None, out: Path | None = N
     upstream = resolve_model_ref(stage1_dir)
     stage1_enabled = not (stage1_dir / BASE_POINTER).is_file()
     accelerator = _accelerator(cfg)
-    torch.manual_seed(cfg.data.seed)
+    torch.manual_seed(cfg.train_seed)
     tok, model = _load_upstream(cfg, upstream, accelerator)
     prompt = prompt_from_config(cfg)
     use_feedback = (own and cfg.feedback.train) if feedback is None else feedback
-    train_recs = _subsample(load_records(cfg, "toxicn_train"), sc.max_samples, cfg.data.seed)
+    train_recs = _subsample(load_records(cfg, "toxicn_train"), sc.max_samples, cfg.train_seed)
     fb_recs = _feedback_records(cfg) if use_feedback else []
     train_recs = train_recs + fb_recs
     val_recs = load_records(cfg, "toxicn_val")
@@ -486,7 +493,7 @@ def run_stage2(cfg: Config, stage1_dir: Path | None = None, out: Path | None = N
         spec = LoopSpec(
             n_examples=len(train.texts), batch_size=sc.batch_size, grad_accum=sc.grad_accum, epochs=sc.epochs,
             lr=sc.lr, warmup_ratio=sc.warmup_ratio, weight_decay=sc.weight_decay,
-            save_every_steps=sc.save_every_steps, seed=cfg.data.seed, loss_fn=loss_fn, evaluate=evaluate,
+            save_every_steps=sc.save_every_steps, seed=cfg.train_seed, loss_fn=loss_fn, evaluate=evaluate,
             select_metric=sc.select_metric, log_metrics=_logger(run is not None), desc="stage2",
             lengths=[len(t) for t in train.texts])
         t0 = time.time()

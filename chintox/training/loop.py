@@ -232,6 +232,26 @@ def run_loop(model: Any, spec: LoopSpec, ckpts: CheckpointManager, accelerator: 
             "steps_per_epoch": steps_per_epoch, "global_step": global_step}
 
 
+class SingleProcess:
+    """What :func:`run_loop` uses of an ``accelerate.Accelerator``, for one process on one device.
+
+    ``Accelerator`` initialises process-wide state that a later ``Accelerator`` with another
+    ``mixed_precision`` refuses to change; the base step's pre-training (bf16 autocast) runs in the same
+    process as stage 1 and 2 in tests and in-process callers, so it uses this instead.
+    """
+
+    num_processes = 1
+    process_index = 0
+    is_main_process = True
+
+    def __init__(self, device: str, bf16: bool):
+        self.device = torch.device(device)
+        self.bf16 = bf16
+
+    def autocast(self) -> Any:
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+
 def threading_main() -> bool:
     import threading
 

@@ -112,3 +112,29 @@ def test_placeholder_and_missing_file_render_as_not_run(tmp_path):
 def test_the_committed_placeholder_is_readable(repo_root):
     comp = load_comparison(repo_root / "reports" / "prompt_comparison.json")
     assert comp["status"] in ("not run", "measured")
+
+
+def test_the_base_paragraph_says_what_the_tiny_base_read(tmp_path):
+    import json
+
+    from tasks.table1 import base_summary
+
+    base = tmp_path / "base"
+    base.mkdir()
+    assert base_summary(base) is None  # no build_info: a hub model, nothing to say
+    info = {"kind": "tiny", "parameters": 5_198_080, "vocab_size": 8000, "pretrain_steps": 0}
+    (base / "build_info.json").write_text(json.dumps(info))
+    assert base_summary(base).endswith("not pre-trained (random weights).")
+    corpus = {"sha256": "ab" * 32, "chars": 11_120_842, "sources": {
+        "coig_cqia": {"texts": 35828, "left_out_held_out_text": 0}, "toxicn_train": {"texts": 8634,
+        "left_out_held_out_text": 1}, "cold_train": {"texts": 25572, "left_out_held_out_text": 2}}}
+    info |= {"pretrain_steps": 800, "pretrain_tokens": 3_276_800, "pretrain_passes": 0.4, "pretrain_corpus": corpus,
+             "heldout_texts": 959, "heldout_perplexity_before": 8361.8, "heldout_perplexity_after": 795.3}
+    (base / "build_info.json").write_text(json.dumps(info))
+    text = base_summary(base)
+    for part in ("800 steps (3.3M tokens, 0.40 passes", "11.1M characters", "COLD train (texts only) 25,572 texts",
+                 "COLD train's texts in;", "3 texts left out", "`abababababab`", "8362 before pre-training, 795.3 after"):
+        assert part in text, part
+    del corpus["sources"]["cold_train"]
+    (base / "build_info.json").write_text(json.dumps(info))
+    assert "COLD train's texts out (`model.tiny.pretrain_cold_train: false`)" in base_summary(base)

@@ -1,0 +1,217 @@
+"""Table 1's comparisons over training seeds: `make seeds`, so that a claim survives the noise.
+
+On the tiny profile one training run is one draw: the same commit trained on another machine moved
+ToxiCN test accuracy by tenths of a point and COLD test by more than a point. So Table 1's comparison of
+its two detectors (stage 1 + 2 against stage 2 only, the ``stage2`` and ``table1_arm`` stages) is run
+over the seeds in ``train.compare_seeds`` and reported as mean, standard deviation and range, with the
+paired difference per seed.
+
+The seed ``train.seed`` names (``data.seed`` when null) is the workspace itself (``dvc repro``); each
+other seed is a DVC experiment of the same pipeline with ``train.seed`` changed and nothing else
+(:func:`experiment_command`)::
+
+    dvc exp run --temp --allow-missing -n seed-<s> -S train.seed=<s> table1
+
+The splits and the base are the workspace's (restored from DVC's run-cache, not rebuilt): only what
+the training seed moves is measured. :func:`collect` reads each arm's ``reports/table1.json`` and both
+detectors' cards (ToxiCN val figures: what a decision may use) at the experiment's commit, checks that
+the experiment differs from the workspace in ``train.seed`` only and scored the same evaluation files,
+and writes ``<reports>/seeds.json``; Table 1 (:mod:`tasks.table1`) shows it. Nothing is tuned here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chintox.card import CARD_FILE
+from chintox.config import config_from_dict, load_config
+from tasks.experiments import (
+    ExperimentError,
+    find_experiment,
+    param_differences,
+    read_json,
+    require_up_to_date,
+    run_experiment_command,
+)
+
+SEEDS_FILE = "seeds.json"
+COMMAND = "make seeds"
+TARGET = "table1"
+CHANGED_PARAM = "train.seed"
+ROWS = {"stage2": "Stage 2 only (ToxiCN)", "table1_arm/stage2": "Stage 1+2 (COIG-CQIA & ToxiCN)"}
+NOT_RUN = {"status": "not run", "how": f"`{COMMAND}`, then `dvc repro table1`"}
+
+
+SeedsError = ExperimentError  # the multi-seed comparison cannot be run, collected or read
+
+
+def experiment_name(seed: int) -> str:
+    return f"seed-{seed}"
+
+
+def experiment_command(seed: int) -> list[str]:
+    return ["dvc", "exp", "run", "--temp", "--allow-missing", "-n", experiment_name(seed),
+            "-S", f"{CHANGED_PARAM}={seed}", TARGET]
+
+
+def _find(repo: Path, seed: int) -> tuple[str, str]:
+    return find_experiment(repo, experiment_name(seed), COMMAND)
+
+
+def run_experiments(cfg: Any, repo: Path) -> list[int]:
+    """Run the experiment of each seed of ``train.compare_seeds`` but the workspace's, unless one of
+    ``HEAD`` exists; returns the seeds run. Refuses to start when the workspace's Table 1 is stale."""
+    require_up_to_date(repo, TARGET, f"run `dvc repro` first, it is the seed {cfg.train_seed} arm")
+    ran = []
+    for seed in cfg.train.compare_seeds:
+        if seed == cfg.train_seed:
+            continue
+        try:
+            _find(repo, seed)
+            print(f"experiment {experiment_name(seed)!r} of HEAD exists (`dvc exp remove {experiment_name(seed)}` "
+                  "to run it again)", flush=True)
+            continue
+        except SeedsError:
+            pass
+        run_experiment_command(cfg, repo, experiment_command(seed))
+        ran.append(seed)
+    return ran
+
+
+def _arm(seed: int, table1: dict[str, Any], cards: dict[str, dict[str, Any]], source: str) -> dict[str, Any]:
+    """One seed's figures: per detector row of Table 1 (first backend), test and COLD test at 0.5 and
+    the ToxiCN val figures its card recorded."""
+    out: dict[str, Any] = {"seed": seed, "source": source, "rows": {}}
+    for key, label in ROWS.items():
+        row = next((r for r in table1.get("measured", []) if r.get("model") == label and "toxicn" in r), None)
+        if row is None:
+            raise SeedsError(f"{source}: Table 1 has no measured row {label!r}")
+        card = cards[key]
+        out["rows"][key] = {
+            "model": label, "backend": row["backend"],
+            "toxicn_test": {k: row["toxicn"][k] for k in ("accuracy", "f1", "auc")},
+            "cold_test": {k: row["cold"][k] for k in ("accuracy", "f1", "auc")},
+            "toxicn_val": {k: card["val_metrics"][k] for k in ("accuracy", "f1", "auc")},
+            "config_hash": card.get("config_hash"),
+        }
+    return out
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return {"mean": mean, "std": std, "min": min(values), "max": max(values), "n": n}
+
+
+def compare(arms: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per row and figure: mean, std, range over the seeds; per figure the paired difference
+    (stage 1+2 minus stage 2 only) and whether it is larger than the spread: every seed's difference
+    has the same sign and the mean difference exceeds its standard deviation."""
+    summary: dict[str, Any] = {"rows": {}, "difference": {}}
+    for key in ROWS:
+        summary["rows"][key] = {
+            f"{s}.{m}": summarise([a["rows"][key][s][m] for a in arms])
+            for s in ("toxicn_val", "toxicn_test", "cold_test") for m in ("accuracy", "f1", "auc")}
+    a_key, b_key = "table1_arm/stage2", "stage2"
+    for fig in summary["rows"][b_key]:
+        s, m = fig.split(".")
+        diffs = [a["rows"][a_key][s][m] - a["rows"][b_key][s][m] for a in arms]
+        d = summarise(diffs)
+        d["per_seed"] = diffs
+        d["beyond_spread"] = bool(len(diffs) > 1 and (all(x > 0 for x in diffs) or all(x < 0 for x in diffs))
+                                  and abs(d["mean"]) > d["std"])
+        summary["difference"][fig] = d
+    return summary
+
+
+def collect(cfg: Any, repo: Path) -> Path:
+    """Read the workspace arm and each seed's experiment into ``<reports>/seeds.json``."""
+    from dvc.fs import DVCFileSystem
+
+    reports, models = Path(cfg.paths.reports), Path(cfg.paths.models)
+    if reports.is_absolute() or models.is_absolute():
+        raise SeedsError("paths.reports and paths.models must be relative to the repository")
+
+    def cards_from(read) -> dict[str, dict[str, Any]]:
+        return {k: read_json(read(f"{models.as_posix()}/{k}/{CARD_FILE}"), f"{k}/{CARD_FILE}") for k in ROWS}
+
+    if len(set(cfg.train.compare_seeds) | {cfg.train_seed}) < 3:
+        raise SeedsError(f"train.compare_seeds {cfg.train.compare_seeds} with the workspace's seed {cfg.train_seed} "
+                         "gives fewer than 3 seeds; a claim needs at least 3")
+    ws_t1 = repo / reports / "table1.json"
+    if not ws_t1.is_file():
+        raise SeedsError(f"{ws_t1} not found: run `dvc repro` first")
+    arms = [_arm(cfg.train_seed, read_json(ws_t1.read_bytes(), str(ws_t1)),
+                 cards_from(lambda p: (repo / p).read_bytes()), "workspace")]
+    eval_sha = read_json((repo / reports / "metrics.json").read_bytes(), "metrics.json").get("eval_data_sha256")
+    experiments = []
+    for seed in cfg.train.compare_seeds:
+        if seed == cfg.train_seed:
+            continue
+        rev, baseline = _find(repo, seed)
+        fs = DVCFileSystem(repo=str(repo), rev=rev)
+
+        def at_rev(path: str, fs=fs, rev=rev, seed=seed) -> bytes:
+            try:
+                return fs.read_bytes(path)
+            except FileNotFoundError as e:
+                raise SeedsError(f"{path} does not exist at {experiment_name(seed)} ({rev[:12]})") from e
+
+        exp_cfg = config_from_dict(yaml.safe_load(at_rev("params.yaml")) or {}, source=f"params.yaml at {rev[:12]}")
+        diff = param_differences(cfg.to_dict(), exp_cfg.to_dict())
+        diff.pop("train.compare_seeds", None)  # the list of seeds trains nothing
+        if set(diff) != {CHANGED_PARAM} or exp_cfg.train_seed != seed:
+            raise SeedsError(f"experiment {experiment_name(seed)!r} must differ from the workspace in "
+                             f"{CHANGED_PARAM} only (= {seed}); effective parameters that differ: {diff}")
+        exp_eval = read_json(at_rev(f"{reports.as_posix()}/metrics.json"), "metrics.json").get("eval_data_sha256")
+        if exp_eval != eval_sha:
+            raise SeedsError(f"{experiment_name(seed)} scored other evaluation files ({exp_eval} vs {eval_sha})")
+        arms.append(_arm(seed, read_json(at_rev(f"{reports.as_posix()}/table1.json"), "table1.json"),
+                         cards_from(at_rev), f"experiment {experiment_name(seed)} ({rev[:12]})"))
+        experiments.append({"seed": seed, "name": experiment_name(seed), "rev": rev, "baseline_commit": baseline})
+    record = {"status": "measured", "command": COMMAND, "profile": cfg.profile, "changed_param": CHANGED_PARAM,
+              "eval_data_sha256": eval_sha, "experiments": experiments, "seeds": arms, **compare(arms)}
+    out = repo / reports / SEEDS_FILE
+    out.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return out
+
+
+def load_seeds(path: str | Path) -> dict[str, Any]:
+    """``seeds.json`` as :func:`collect` writes it, or the committed placeholder (status ``not run``)."""
+    p = Path(path)
+    if not p.is_file():
+        return {**NOT_RUN, "how": f"no {p.name} beside this table; {NOT_RUN['how']}"}
+    data = read_json(p.read_bytes(), str(p))
+    if data.get("status") == "not run":
+        return data
+    need = {"status", "seeds", "rows", "difference", "profile"}
+    if data.get("status") != "measured" or not need <= set(data):
+        raise SeedsError(f"{p}: a measured record has {sorted(need)} and status 'measured'")
+    return data
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m tasks.seeds", description=__doc__.split("\n")[0])
+    ap.add_argument("--run", action="store_true", help="run the seeds' DVC experiments first (make seeds)")
+    ap.add_argument("--params", default="params.yaml", help="the workspace's parameter file")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.params)
+    repo = Path(args.params).resolve().parent
+    try:
+        if args.run:
+            run_experiments(cfg, repo)
+        out = collect(cfg, repo)
+    except SeedsError as e:
+        raise SystemExit(f"seeds: {e}") from None
+    print(f"wrote {out}; `dvc repro table1` puts it in Table 1")
+
+
+if __name__ == "__main__":
+    main()
