@@ -80,7 +80,7 @@ def main() -> None:
     rows = []
     base = statistics.median(rates[("configured (256 x 4)", False)])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 native: {cpu_supports_bf16()}")
-    print(f"{'shape':24} {'precision':9} {'tokens/s':>9} {'vs fp32 same shape':>19} {'vs configured fp32':>19}")
+    print(f"{'shape':24} {'precision':13} {'tokens/s':>9} {'vs fp32 same shape':>19} {'vs configured fp32':>19}")
     for name in shapes:
         fp32 = statistics.median(rates[(name, False)])
         for bf16 in precisions:
@@ -88,7 +88,7 @@ def main() -> None:
             rows.append({"shape": name, "precision": "bf16 autocast" if bf16 else "float32", "tokens_per_s": med,
                          "ratio_vs_fp32_same_shape": med / fp32, "ratio_vs_configured_fp32": med / base,
                          "samples": len(rates[(name, bf16)])})
-            print(f"{name:24} {rows[-1]['precision']:9} {med:9.0f} {med / fp32:19.2f} {med / base:19.2f}")
+            print(f"{name:24} {rows[-1]['precision']:13} {med:9.0f} {med / fp32:19.2f} {med / base:19.2f}")
     args.out.write_text(json.dumps({"threads": torch.get_num_threads(), "bf16_native": cpu_supports_bf16(),
                                     "steps_per_round": args.steps, "rounds": args.rounds, "rows": rows},
                                    indent=2) + "\n")
