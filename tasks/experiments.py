@@ -53,9 +53,31 @@ def require_up_to_date(repo: Path, target: str, why: str) -> None:
                               f"why): {why}")
 
 
+def mirror_sibling_folders(cfg: Any, repo: Path) -> list[Path]:
+    """``dvc exp run --temp`` runs in ``<repo>/.dvc/tmp/exps/standalone/<temp dir>``, where a parameter
+    path such as ``../shared/study`` (``data.raw_dir``, ``data.study_dir``) resolves to
+    ``.dvc/tmp/exps/standalone/shared``. Link each such top folder there to the one beside the
+    repository, so that the copy reads what the workspace reads, under the same relative path (and so
+    the same run-cache keys). Returns the links made."""
+    root = repo / ".dvc" / "tmp" / "exps" / "standalone"
+    made = []
+    for value in (cfg.data.raw_dir, cfg.data.study_dir):
+        parts = Path(value).parts
+        if Path(value).is_absolute() or len(parts) < 2 or parts[0] != ".." or parts[1] == "..":
+            continue
+        target, link = (repo.parent / parts[1]).resolve(), root / parts[1]
+        if target.is_dir() and not link.exists():
+            root.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target, target_is_directory=True)
+            made.append(link)
+    return made
+
+
 def run_experiment_command(cfg: Any, repo: Path, command: list[str]) -> None:
     """Run ``dvc exp run ...`` (``command``, starting with ``dvc``) in ``repo``, its output to ours. A
-    relative SQLite tracking store is pinned to the workspace's: the temporary copy is deleted."""
+    relative SQLite tracking store is pinned to the workspace's: the temporary copy is deleted. Folders
+    beside the repository that parameters name are visible from the copy (:func:`mirror_sibling_folders`)."""
+    mirror_sibling_folders(cfg, repo)
     env = dict(os.environ)
     uri = cfg.mlflow.tracking_uri
     if "MLFLOW_TRACKING_URI" not in env and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -88,5 +110,5 @@ def param_differences(ours: dict[str, Any], theirs: dict[str, Any], prefix: str 
     return out
 
 
-__all__ = ["ExperimentError", "dvc_executable", "find_experiment", "git", "param_differences", "read_json",
-           "require_up_to_date", "run_experiment_command"]
+__all__ = ["ExperimentError", "dvc_executable", "find_experiment", "git", "mirror_sibling_folders",
+           "param_differences", "read_json", "require_up_to_date", "run_experiment_command"]

@@ -149,3 +149,19 @@ def test_the_placeholder_reads_as_not_run(tmp_path):
     (tmp_path / "seeds.json").write_text('{"status": "measured"}')
     with pytest.raises(SeedsError, match="seeds.json"):
         load_seeds(tmp_path / "seeds.json")
+
+
+def test_folders_beside_the_repository_are_visible_from_a_temporary_experiment(tmp_path):
+    from tasks.experiments import mirror_sibling_folders
+
+    (tmp_path / "shared" / "study").mkdir(parents=True)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    raw = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    raw["data"]["raw_dir"], raw["data"]["study_dir"] = "../shared/datasets", "../shared/study"
+    made = mirror_sibling_folders(config_from_dict(raw), repo)
+    link = repo / ".dvc" / "tmp" / "exps" / "standalone" / "shared"
+    assert made == [link] and link.resolve() == (tmp_path / "shared").resolve()
+    # what a temporary copy at standalone/<tmp> reads as ../shared/study is the workspace's ../shared/study
+    assert (link.parent / "tmpcopy" / ".." / "shared" / "study").resolve() == (tmp_path / "shared" / "study").resolve()
+    assert mirror_sibling_folders(config_from_dict(raw), repo) == []  # idempotent
