@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 from testutil import micro_config
@@ -78,3 +80,23 @@ def fake_metrics(accuracy: float, detector_sha256: str, eval_data: str = "e" * 6
     return {**sets, "speed": {"samples_per_s": 100.0}, "backend": "hf", "model": "models/stage2",
             "threshold_default": 0.5, "threshold_source": "detector.json", "detector_sha256": detector_sha256,
             "eval_data_sha256": {"toxicn_test": eval_data, "cold_test": eval_data}}
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    """Run ``cmd`` in ``cwd``; fail the test with its output unless it exits 0; return its stdout."""
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, f"{cmd}: {out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def commit_pipeline(repo: Path) -> None:
+    """Make ``repo`` (params.yaml, dvc.yaml and the stages' scripts already written) a git + DVC
+    repository whose pipeline has run: git and DVC initialised, ``dvc repro``, everything committed."""
+    dvc = str(Path(sys.executable).parent / "dvc")
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "config", "user.email", "test@example.com")
+    sh(repo, "git", "config", "user.name", "test")
+    sh(repo, dvc, "init", "-q")
+    sh(repo, dvc, "repro", "-q")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-q", "-m", "pipeline and its results")

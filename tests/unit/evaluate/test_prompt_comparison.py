@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import yaml
-from _eval_fixtures import REPO, fake_metrics
+from _eval_fixtures import REPO, commit_pipeline, fake_metrics, sh
 
 from chintox.config import config_from_dict, load_config
 from chintox.prompting import load_prompt
@@ -119,12 +117,6 @@ else:
 '''
 
 
-def _sh(cwd, *cmd):
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    assert out.returncode == 0, f"{cmd}: {out.stdout}\n{out.stderr}"
-    return out.stdout
-
-
 @pytest.fixture(scope="module")
 def toy_repo(tmp_path_factory):
     """A git + DVC repository: the real params.yaml and prompts, a raw-data dep outside the repository
@@ -164,14 +156,7 @@ def toy_repo(tmp_path_factory):
               - reports/metrics.json:
                   cache: false
         """))
-    dvc = str(Path(py).parent / "dvc")
-    _sh(repo, "git", "init", "-q")
-    _sh(repo, "git", "config", "user.email", "test@example.com")
-    _sh(repo, "git", "config", "user.name", "test")
-    _sh(repo, dvc, "init", "-q")
-    _sh(repo, dvc, "repro", "-q")
-    _sh(repo, "git", "add", "-A")
-    _sh(repo, "git", "commit", "-q", "-m", "pipeline and its results")
+    commit_pipeline(repo)
     cfg = load_config(repo / "params.yaml")
     assert run_experiment(cfg, repo_dir=repo) is True
     return repo, cfg
@@ -182,11 +167,11 @@ def test_the_experiment_and_the_workspace_become_one_record(toy_repo):
     out = run_prompt_comparison(cfg, repo_dir=repo)
     assert out == repo / "reports" / "prompt_comparison.json"
     rec = load_comparison(out)
-    head = _sh(repo, "git", "rev-parse", "HEAD").strip()
+    head = sh(repo, "git", "rev-parse", "HEAD").strip()
     exp = rec["experiment"]
     assert exp["name"] == "prompt-study" and exp["baseline_commit"] == head
-    assert exp["rev"] in _sh(repo, "git", "for-each-ref", "--format=%(objectname)", "refs/exps").split()
-    assert _sh(repo, "git", "rev-parse", f"{exp['rev']}^").strip() == head  # the experiment's commit, on HEAD
+    assert exp["rev"] in sh(repo, "git", "for-each-ref", "--format=%(objectname)", "refs/exps").split()
+    assert sh(repo, "git", "rev-parse", f"{exp['rev']}^").strip() == head  # the experiment's commit, on HEAD
     assert exp["params_changed"] == {"model.prompt_file": ["prompts/toxicity_zh.txt", STUDY_PROMPT]}
     assert exp["uncommitted_changes_included"] == []
     ours, study = rec["arms"]
@@ -213,9 +198,9 @@ def test_an_experiment_that_differs_in_more_than_the_prompt_is_refused(toy_repo)
 def test_an_experiment_of_another_commit_is_refused(toy_repo, tmp_path):
     repo, cfg = toy_repo
     clone = tmp_path / "clone"
-    _sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
-    _sh(clone, "git", "fetch", "-q", str(repo), "refs/exps/*:refs/exps/*")
-    _sh(clone, "git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "--allow-empty",
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    sh(clone, "git", "fetch", "-q", str(repo), "refs/exps/*:refs/exps/*")
+    sh(clone, "git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "--allow-empty",
         "-m", "later")
     with pytest.raises(PromptComparisonError, match=r"no DVC experiment 'prompt-study' based on HEAD .* exists for"):
         run_prompt_comparison(cfg, repo_dir=clone)

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import yaml
-from _eval_fixtures import REPO
+from _eval_fixtures import REPO, commit_pipeline
 
 from chintox.config import config_from_dict, load_config
 from tasks.seeds import SeedsError, collect, compare, load_seeds, run_experiments, summarise
@@ -64,12 +62,6 @@ Path("reports/metrics.json").write_text(json.dumps({"eval_data_sha256": {"toxicn
 '''
 
 
-def _sh(cwd, *cmd):
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    assert out.returncode == 0, f"{cmd}: {out.stdout}\n{out.stderr}"
-    return out.stdout
-
-
 @pytest.fixture(scope="module")
 def toy_repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("seeds") / "repo"
@@ -93,14 +85,7 @@ def toy_repo(tmp_path_factory):
               - reports/metrics.json:
                   cache: false
         """))
-    dvc = str(Path(py).parent / "dvc")
-    _sh(repo, "git", "init", "-q")
-    _sh(repo, "git", "config", "user.email", "test@example.com")
-    _sh(repo, "git", "config", "user.name", "test")
-    _sh(repo, dvc, "init", "-q")
-    _sh(repo, dvc, "repro", "-q")
-    _sh(repo, "git", "add", "-A")
-    _sh(repo, "git", "commit", "-q", "-m", "pipeline and its results")
+    commit_pipeline(repo)
     cfg = load_config(repo / "params.yaml")
     assert cfg.train.compare_seeds == [42, 1, 2] and cfg.train_seed == 42
     assert run_experiments(cfg, repo) == [1, 2]
