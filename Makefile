@@ -54,12 +54,15 @@ services-stop:  ## Stop what `make services` started (the data stays in .service
 dvc-remote-ssh: setup  ## Add the stack's SSH remote to this DVC project as `shared` (the default remote stays)
 	chintox services dvc-remote
 
-# The study's prompt against ours, same recipe (prompts/README.md): too slow for `make repro` (it retrains
-# stage 2), so a DVC experiment of its own; `dvc repro table1` then shows both arms in Table 1.
+# Table 1's comparison over training seeds: a DVC experiment per seed (about 20 min each on 2 cores),
+# outside `make repro`'s budget; `dvc repro table1` then shows mean and spread in Table 1.
 .PHONY: seeds
 seeds: setup  ## Table 1's two detectors over train.compare_seeds (a DVC experiment per seed), then reports/seeds.json
 	python -m tasks.seeds --run
 	dvc repro table1
+
+# The study's prompt against ours, same recipe (prompts/README.md): too slow for `make repro` (it retrains
+# stage 2), so a DVC experiment of its own; `dvc repro table1` then shows both arms in Table 1.
 
 .PHONY: prompt-comparison
 prompt-comparison: setup  ## dvc exp run --temp ... -S model.prompt_file=prompts/gao_study_zh.txt evaluate, then reports/prompt_comparison.json

@@ -147,7 +147,9 @@ def perplexity(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch
             nll += float(loss)
             n += int((tgt != -100).sum())
     model.train(was_training)
-    return math.exp(nll / max(n, 1))
+    if n == 0:
+        raise ValueError(f"held-out perplexity: none of the {len(texts)} texts gives a token to predict")
+    return math.exp(nll / n)
 
 
 def pretrain(cfg: Config, model: Any, tokenizer: Any, texts: list[str], heldout: list[str],
@@ -168,9 +170,10 @@ def pretrain(cfg: Config, model: Any, tokenizer: Any, texts: list[str], heldout:
 
     tcfg = cfg.model.tiny
     device = pick_device(cfg.train.device)
-    bf16 = tcfg.pretrain_precision == "bf16" and (device == "cuda" or cpu_supports_bf16())
+    native = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_supports_bf16()
+    bf16 = tcfg.pretrain_precision == "bf16" and native
     if tcfg.pretrain_precision == "bf16" and not bf16:
-        log.warning("model.tiny.pretrain_precision bf16 -> float32: this CPU has no native bfloat16")
+        log.warning("model.tiny.pretrain_precision bf16 -> float32: this %s has no native bfloat16", device)
     accelerator = SingleProcess(device, bf16)
     t0 = time.time()
     data = _pack(tokenizer, texts, tcfg.pretrain_seq_len, cfg.data.seed)
@@ -192,7 +195,9 @@ def pretrain(cfg: Config, model: Any, tokenizer: Any, texts: list[str], heldout:
 
     chash = hashlib.sha256(json.dumps(
         {"tiny": {k: v for k, v in vars(tcfg).items() if k not in ("pretrain_save_every_steps",)},
-         "corpus": corpus_sha256, "seed": cfg.data.seed, "vocab": len(tokenizer), "bf16": bf16},
+         "corpus": corpus_sha256, "seed": cfg.data.seed, "bf16": bf16,
+         # the token ids the checkpoints were trained on: a resume with another tokenizer starts afresh
+         "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()},
         sort_keys=True, default=str).encode()).hexdigest()[:16]
     ckpts = CheckpointManager(Path(cfg.paths.checkpoints) / "pretrain", 2, chash)
     with stage_run(cfg, "base", tags={"config_hash": chash}) as run:
@@ -229,6 +234,17 @@ def pretrain(cfg: Config, model: Any, tokenizer: Any, texts: list[str], heldout:
             "heldout_texts": len(heldout)}
 
 
+def corpus_sha256(texts: Iterable[str]) -> str:
+    """The pre-training corpus's identity (a detector's lineage names it): sha256 over the texts, in
+    order, each followed by a NUL byte."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
 def pretraining_corpus(cfg: Config) -> tuple[list[str], dict[str, Any]]:
     """The texts the tiny tokenizer and pre-training may see, and what they are.
 
@@ -239,7 +255,6 @@ def pretraining_corpus(cfg: Config) -> tuple[list[str], dict[str, Any]]:
     The returned record holds, per source, texts kept and left out, characters, and the corpus's
     sha256 (over the kept texts in order), which goes into the base's ``build_info.json``.
     """
-    import hashlib
 
     from chintox.splits import HELD_OUT_SPLITS, load_split
     from chintox.textnorm import normalise_many
@@ -254,7 +269,6 @@ def pretraining_corpus(cfg: Config) -> tuple[list[str], dict[str, Any]]:
     held = {t for name in HELD_OUT_SPLITS for t in normalise_many([r["text"] for r in load_split(out, name)]) if t}
     texts: list[str] = []
     record: dict[str, Any] = {"sources": {}}
-    h = hashlib.sha256()
     for name, items in sources.items():
         keys = normalise_many(items)
         keep = [t for t, n in zip(items, keys) if n and n not in held]
@@ -265,10 +279,8 @@ def pretraining_corpus(cfg: Config) -> tuple[list[str], dict[str, Any]]:
         if leaked:
             log.warning("pre-training corpus: %d %s texts left out: each is a validation or evaluation "
                         "text (normalised match)", leaked, name)
-        for t in keep:
-            h.update(t.encode("utf-8") + b"\0")
         texts.extend(keep)
-    record["sha256"] = h.hexdigest()
+    record["sha256"] = corpus_sha256(texts)
     record["texts"] = len(texts)
     record["chars"] = sum(len(t) for t in texts)
     return texts, record
@@ -301,7 +313,6 @@ def build_tiny_base(cfg: Config, texts: list[str], out_dir: Path,
     """Train the tokenizer, build (and, with ``model.tiny.pretrain_steps``, pre-train) the tiny model,
     save it to ``out_dir``. ``texts`` is the training-side corpus (:func:`pretraining_corpus`, whose
     record ``corpus`` describes it); the held-out perplexity is measured on ToxiCN val's texts."""
-    import hashlib
 
     import torch
 
@@ -311,10 +322,7 @@ def build_tiny_base(cfg: Config, texts: list[str], out_dir: Path,
     prompt = prompt_from_config(cfg)
     tcfg = cfg.model.tiny
     if corpus is None:
-        h = hashlib.sha256()
-        for t in texts:
-            h.update(t.encode("utf-8") + b"\0")
-        corpus = {"sha256": h.hexdigest(), "texts": len(texts), "chars": sum(len(t) for t in texts)}
+        corpus = {"sha256": corpus_sha256(texts), "texts": len(texts), "chars": sum(len(t) for t in texts)}
     tok_corpus = _capped(texts, tcfg.tokenizer_max_chars, cfg.data.seed)
     tokenizer = tiny_tokenizer(cfg, tok_corpus)
     answer_ids = answer_token_ids(tokenizer, prompt)

@@ -13,9 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 
 class ExperimentError(RuntimeError):
     """An experiment cannot be run, found or read; the message says what to do."""
+
+
+class ExperimentNotFound(ExperimentError):
+    """No experiment of that name is based on ``HEAD`` (git itself worked)."""
 
 
 def git(repo: Path, *args: str) -> str:
@@ -37,8 +43,25 @@ def find_experiment(repo: Path, name: str, command: str) -> tuple[str, str]:
             found[parts[2] + parts[3]] = sha
     if head not in found:
         other = f" (it exists for {', '.join(b[:12] for b in sorted(found))})" if found else ""
-        raise ExperimentError(f"no DVC experiment {name!r} based on HEAD {head[:12]}{other}: run `{command}`")
+        raise ExperimentNotFound(f"no DVC experiment {name!r} based on HEAD {head[:12]}{other}: run `{command}`")
     return found[head], head
+
+
+def lock_outs(repo: Path, rev: str) -> dict[str, str]:
+    """``{path: md5}`` of every output ``dvc.lock`` records at commit ``rev``."""
+    stages = (yaml.safe_load(git(repo, "show", f"{rev}:dvc.lock")) or {}).get("stages", {})
+    return {o["path"]: o["md5"] for st in stages.values() for o in st.get("outs", []) or []
+            if o.get("path") and o.get("md5")}
+
+
+def changed_beyond_results(repo: Path, baseline: str, rev: str, params_file: str = "params.yaml") -> list[str]:
+    """Files the experiment commit ``rev`` changed against ``baseline`` other than the parameter file,
+    ``dvc.lock`` and the pipeline's own outputs (``dvc.lock``'s outs at ``rev``, and what lies under
+    them): code or data that a ``--temp`` experiment picked up from an unclean workspace."""
+    outs = [o.rstrip("/") for o in lock_outs(repo, rev)]
+    changed = git(repo, "diff", "--name-only", baseline, rev).splitlines()
+    return [f for f in changed if f not in (params_file, "dvc.lock")
+            and not any(f == o or f.startswith(o + "/") for o in outs)]
 
 
 def dvc_executable() -> str:
@@ -66,7 +89,9 @@ def mirror_sibling_folders(cfg: Any, repo: Path) -> list[Path]:
         if Path(value).is_absolute() or len(parts) < 2 or parts[0] != ".." or parts[1] == "..":
             continue
         target, link = (repo.parent / parts[1]).resolve(), root / parts[1]
-        if target.is_dir() and not link.exists():
+        if link.is_symlink() and link.resolve() != target:
+            link.unlink()  # dangling, or left by a checkout that lay elsewhere
+        if target.is_dir() and not link.is_symlink() and not link.exists():
             root.mkdir(parents=True, exist_ok=True)
             link.symlink_to(target, target_is_directory=True)
             made.append(link)
@@ -110,5 +135,6 @@ def param_differences(ours: dict[str, Any], theirs: dict[str, Any], prefix: str 
     return out
 
 
-__all__ = ["ExperimentError", "dvc_executable", "find_experiment", "git", "mirror_sibling_folders",
-           "param_differences", "read_json", "require_up_to_date", "run_experiment_command"]
+__all__ = ["ExperimentError", "ExperimentNotFound", "changed_beyond_results", "dvc_executable", "find_experiment", "git", "lock_outs",
+           "mirror_sibling_folders", "param_differences", "read_json", "require_up_to_date",
+           "run_experiment_command"]

@@ -15,8 +15,9 @@ other seed is a DVC experiment of the same pipeline with ``train.seed`` changed 
 The splits and the base are the workspace's (restored from DVC's run-cache, not rebuilt): only what
 the training seed moves is measured. :func:`collect` reads each arm's ``reports/table1.json`` and both
 detectors' cards (ToxiCN val figures: what a decision may use) at the experiment's commit, checks that
-the experiment differs from the workspace in ``train.seed`` only and scored the same evaluation files,
-and writes ``<reports>/seeds.json``; Table 1 (:mod:`tasks.table1`) shows it. Nothing is tuned here.
+the experiment differs from the workspace in ``train.seed`` only (parameters, code: nothing but
+parameters, ``dvc.lock`` and pipeline outputs changed) and trained on the same splits and base (their
+``dvc.lock`` hashes), and writes ``<reports>/seeds.json``; Table 1 (:mod:`tasks.table1`) shows it. Nothing is tuned here.
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ from chintox.card import CARD_FILE
 from chintox.config import config_from_dict, load_config
 from tasks.experiments import (
     ExperimentError,
+    ExperimentNotFound,
+    changed_beyond_results,
     find_experiment,
+    git,
+    lock_outs,
     param_differences,
     read_json,
     require_up_to_date,
@@ -64,12 +69,24 @@ def _find(repo: Path, seed: int) -> tuple[str, str]:
     return find_experiment(repo, experiment_name(seed), COMMAND)
 
 
+def seeds_of(cfg: Any) -> list[int]:
+    """``train.compare_seeds``, refused when it names a seed twice (one draw counted twice would shrink
+    the spread) or gives fewer than 3 seeds with the workspace's."""
+    seeds = list(cfg.train.compare_seeds)
+    if len(set(seeds)) != len(seeds):
+        raise SeedsError(f"train.compare_seeds {seeds} names a seed twice; each seed is one draw")
+    if len(set(seeds) | {cfg.train_seed}) < 3:
+        raise SeedsError(f"train.compare_seeds {seeds} with the workspace's seed {cfg.train_seed} "
+                         "gives fewer than 3 seeds; a claim needs at least 3")
+    return seeds
+
+
 def run_experiments(cfg: Any, repo: Path) -> list[int]:
     """Run the experiment of each seed of ``train.compare_seeds`` but the workspace's, unless one of
     ``HEAD`` exists; returns the seeds run. Refuses to start when the workspace's Table 1 is stale."""
     require_up_to_date(repo, TARGET, f"run `dvc repro` first, it is the seed {cfg.train_seed} arm")
     ran = []
-    for seed in cfg.train.compare_seeds:
+    for seed in seeds_of(cfg):
         if seed == cfg.train_seed:
             continue
         try:
@@ -77,7 +94,7 @@ def run_experiments(cfg: Any, repo: Path) -> list[int]:
             print(f"experiment {experiment_name(seed)!r} of HEAD exists (`dvc exp remove {experiment_name(seed)}` "
                   "to run it again)", flush=True)
             continue
-        except SeedsError:
+        except ExperimentNotFound:
             pass
         run_experiment_command(cfg, repo, experiment_command(seed))
         ran.append(seed)
@@ -142,17 +159,21 @@ def collect(cfg: Any, repo: Path) -> Path:
     def cards_from(read) -> dict[str, dict[str, Any]]:
         return {k: read_json(read(f"{models.as_posix()}/{k}/{CARD_FILE}"), f"{k}/{CARD_FILE}") for k in ROWS}
 
-    if len(set(cfg.train.compare_seeds) | {cfg.train_seed}) < 3:
-        raise SeedsError(f"train.compare_seeds {cfg.train.compare_seeds} with the workspace's seed {cfg.train_seed} "
-                         "gives fewer than 3 seeds; a claim needs at least 3")
+    seeds = seeds_of(cfg)
+    require_up_to_date(repo, TARGET, f"run `dvc repro` first, it is the seed {cfg.train_seed} arm")
+    head = git(repo, "rev-parse", "HEAD")
+    upstream = [f"{Path(cfg.data.out_dir).as_posix()}/splits", f"{models.as_posix()}/base"]
+    ws_lock = lock_outs(repo, head)
     ws_t1 = repo / reports / "table1.json"
     if not ws_t1.is_file():
         raise SeedsError(f"{ws_t1} not found: run `dvc repro` first")
     arms = [_arm(cfg.train_seed, read_json(ws_t1.read_bytes(), str(ws_t1)),
                  cards_from(lambda p: (repo / p).read_bytes()), "workspace")]
-    eval_sha = read_json((repo / reports / "metrics.json").read_bytes(), "metrics.json").get("eval_data_sha256")
+    missing = [u for u in upstream if u not in ws_lock]
+    if missing:
+        raise SeedsError(f"dvc.lock at HEAD records no {missing}: run `dvc repro` and commit dvc.lock")
     experiments = []
-    for seed in cfg.train.compare_seeds:
+    for seed in seeds:
         if seed == cfg.train_seed:
             continue
         rev, baseline = _find(repo, seed)
@@ -170,14 +191,21 @@ def collect(cfg: Any, repo: Path) -> Path:
         if set(diff) != {CHANGED_PARAM} or exp_cfg.train_seed != seed:
             raise SeedsError(f"experiment {experiment_name(seed)!r} must differ from the workspace in "
                              f"{CHANGED_PARAM} only (= {seed}); effective parameters that differ: {diff}")
-        exp_eval = read_json(at_rev(f"{reports.as_posix()}/metrics.json"), "metrics.json").get("eval_data_sha256")
-        if exp_eval != eval_sha:
-            raise SeedsError(f"{experiment_name(seed)} scored other evaluation files ({exp_eval} vs {eval_sha})")
+        exp_lock = lock_outs(repo, rev)
+        moved = {u: [ws_lock[u], exp_lock.get(u)] for u in upstream if exp_lock.get(u) != ws_lock[u]}
+        if moved:
+            raise SeedsError(f"experiment {experiment_name(seed)!r} trained on other inputs than the workspace "
+                             f"(dvc.lock md5, workspace vs experiment): {moved}")
+        extra = changed_beyond_results(repo, baseline, rev)
+        if extra:
+            raise SeedsError(f"experiment {experiment_name(seed)!r} changed more than parameters and results: {extra} "
+                             f"(it ran from an unclean workspace; `dvc exp remove {experiment_name(seed)}`, commit, "
+                             f"then `{COMMAND}`)")
         arms.append(_arm(seed, read_json(at_rev(f"{reports.as_posix()}/table1.json"), "table1.json"),
                          cards_from(at_rev), f"experiment {experiment_name(seed)} ({rev[:12]})"))
         experiments.append({"seed": seed, "name": experiment_name(seed), "rev": rev, "baseline_commit": baseline})
     record = {"status": "measured", "command": COMMAND, "profile": cfg.profile, "changed_param": CHANGED_PARAM,
-              "eval_data_sha256": eval_sha, "experiments": experiments, "seeds": arms, **compare(arms)}
+              "commit": head, "inputs_md5": {u: ws_lock[u] for u in upstream}, "experiments": experiments, "seeds": arms, **compare(arms)}
     out = repo / reports / SEEDS_FILE
     out.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return out

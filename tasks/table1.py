@@ -209,13 +209,13 @@ def render_table1(rows: list[dict[str, Any]], cfg: Any, published: list[dict[str
     if comparison is not None:
         lines += _comparison_lines(comparison)
     if seeds is not None:
-        lines += seeds_lines(seeds, _config_hash(Path(cfg.paths.models) / DETECTOR))
+        lines += seeds_lines(seeds, {k: _config_hash(Path(cfg.paths.models) / k) for k in SEED_ROWS})
     return "\n".join(lines)
 
 
 def _config_hash(detector: Path) -> str | None:
-    card = detector / "detector.json"
-    return json.loads(card.read_text(encoding="utf-8")).get("config_hash") if card.is_file() else None
+    card = DetectorCard.find(detector)
+    return card.config_hash if card is not None else None
 
 
 def base_summary(base_dir: Path) -> str | None:
@@ -251,9 +251,11 @@ def _mean_sd(d: dict[str, float]) -> str:
     return f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f} ({100 * d['min']:.2f}–{100 * d['max']:.2f})"
 
 
-def seeds_lines(rec: dict[str, Any], current_config_hash: str | None) -> list[str]:
+def seeds_lines(rec: dict[str, Any], current: dict[str, str | None]) -> list[str]:
     """The multi-seed section (``seeds.json`` from ``make seeds``): each detector's figures as mean ±
-    standard deviation (range) over the training seeds, and the paired difference."""
+    standard deviation (range) over the training seeds, and the paired difference. ``current``: the
+    ``config_hash`` of each row's detector in this workspace (None: no card); a row measured with another
+    is marked Stale."""
     lines = ["## Over training seeds: stage 1 + 2 against stage 2 only", ""]
     if rec.get("status") != "measured":
         return [*lines, f"Not run yet: {rec.get('how', '`make seeds`')}.", ""]
@@ -266,9 +268,11 @@ def seeds_lines(rec: dict[str, Any], current_config_hash: str | None) -> list[st
         "standard deviation (min–max) over the seeds, threshold 0.5. A difference is called larger than the "
         "spread when every seed's paired difference has the same sign and its mean exceeds their standard "
         "deviation.")
-    if current_config_hash is not None and ws["rows"]["stage2"].get("config_hash") != current_config_hash:
-        lines += ["", (f"**Stale**: measured with another stage-2 configuration than this table's detector. "
-                       f"Run `{rec['command']}` again.")]
+    stale = [row["model"] for k, row in ws["rows"].items()
+             if current.get(k) is not None and row.get("config_hash") != current[k]]
+    if stale:
+        lines += ["", (f"**Stale**: {' and '.join(stale)} measured with another configuration than this table's "
+                       f"detector. Run `{rec['command']}` again.")]
     figs = [("toxicn_val.f1", "ToxiCN val F1"), ("toxicn_val.accuracy", "ToxiCN val Acc"),
             ("toxicn_test.accuracy", "ToxiCN test Acc"), ("toxicn_test.f1", "ToxiCN test F1"),
             ("cold_test.accuracy", "COLD Acc"), ("cold_test.f1", "COLD F1")]

@@ -276,3 +276,15 @@ def test_the_checker_sees_function_level_and_relative_imports(tmp_path):
     assert "tasks.validate" in closure and "chintox.config" in closure
     assert "chintox.validation.gx" in closure  # imported inside run_validate only
     assert "tasks.split" not in closure  # another command's import
+
+
+def test_a_stage_reading_the_stage1_pointer_depends_on_the_base_too():
+    """With stage 1 off, ``models/stage1`` is a pointer (``base_model.json`` naming ``models/base``) whose
+    bytes do not change when the base is rebuilt; a stage that trains on it reads the base at run time,
+    so it must list the base itself, or a new base would leave it trained on the old one."""
+    stage1_out = _resolve(_entries(_stages()["stage1"]["outs"])[0])
+    base_out = _resolve(_entries(_stages()["base"]["outs"])[0])
+    readers = [name for name, spec in _stages().items() if stage1_out in map(_resolve, _entries(spec.get("deps")))]
+    assert readers, f"no stage depends on {stage1_out}"
+    for name in readers:
+        assert base_out in map(_resolve, _entries(_stages()[name]["deps"])), f"{name}: lists {stage1_out}, not {base_out}"

@@ -13,7 +13,16 @@ import yaml
 from _eval_fixtures import REPO, commit_pipeline
 
 from chintox.config import config_from_dict, load_config
-from tasks.seeds import SeedsError, collect, compare, load_seeds, run_experiments, summarise
+from tasks.experiments import run_experiment_command
+from tasks.seeds import (
+    SeedsError,
+    collect,
+    compare,
+    experiment_command,
+    load_seeds,
+    run_experiments,
+    summarise,
+)
 from tasks.table1 import seeds_lines
 
 
@@ -58,35 +67,60 @@ Path("reports").mkdir(exist_ok=True)
 Path("reports/table1.json").write_text(json.dumps({"measured": [
     {"model": "Stage 2 only (ToxiCN)", "backend": "hf", "toxicn": block(s2), "cold": block(s2 - 0.1)},
     {"model": "Stage 1+2 (COIG-CQIA & ToxiCN)", "backend": "hf", "toxicn": block(s12), "cold": block(s12 - 0.1)}]}))
-Path("reports/metrics.json").write_text(json.dumps({"eval_data_sha256": {"toxicn_test": "e"}}))
+'''
+
+PREP = '''
+"""The toy pipeline's upstream: the splits and the base the detectors train on, from inputs.txt."""
+from pathlib import Path
+for d in ("data/splits", "models/base"):
+    Path(d).mkdir(parents=True, exist_ok=True)
+    Path(d, "content.txt").write_text(Path("inputs.txt").read_text())
 '''
 
 
-@pytest.fixture(scope="module")
-def toy_repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("seeds") / "repo"
+def _make_toy(root) -> tuple:
+    """A git + DVC repository with the real params.yaml: ``prep`` (the splits and the base, from
+    inputs.txt; no training seed) and ``table1`` (both detectors "trained" from train.seed), run and
+    committed."""
+    repo = root / "repo"
     repo.mkdir()
     shutil.copy(REPO / "params.yaml", repo / "params.yaml")
     (repo / "fake.py").write_text(FAKE)
+    (repo / "prep.py").write_text(PREP)
+    (repo / "inputs.txt").write_text("splits v1\n")
     py = sys.executable
     (repo / "dvc.yaml").write_text(textwrap.dedent(f"""\
         stages:
+          prep:
+            cmd: {py} prep.py
+            deps:
+              - prep.py
+              - inputs.txt
+            outs:
+              - data/splits
+              - models/base
           table1:
             cmd: {py} fake.py
             deps:
               - fake.py
+              - data/splits
+              - models/base
             params:
               - train.seed
               - profiles.${{profile}}.train.seed
             outs:
-              - models
+              - models/stage2
+              - models/table1_arm
               - reports/table1.json:
-                  cache: false
-              - reports/metrics.json:
                   cache: false
         """))
     commit_pipeline(repo)
-    cfg = load_config(repo / "params.yaml")
+    return repo, load_config(repo / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def toy_repo(tmp_path_factory):
+    repo, cfg = _make_toy(tmp_path_factory.mktemp("seeds"))
     assert cfg.train.compare_seeds == [42, 1, 2] and cfg.train_seed == 42
     assert run_experiments(cfg, repo) == [1, 2]
     return repo, cfg
@@ -107,16 +141,19 @@ def test_each_seed_is_an_experiment_and_the_record_summarises_them(toy_repo):
     # the workspace kept its own results; a second run collects, it does not train again
     assert json.loads((repo / "reports/table1.json").read_text())["measured"][0]["toxicn"]["accuracy"] == 0.70
     assert run_experiments(cfg, repo) == []
-    md = "\n".join(seeds_lines(rec, "h42"))
+    md = "\n".join(seeds_lines(rec, dict.fromkeys(("stage2", "table1_arm/stage2"), "h42")))
     assert "Stage 1+2 minus stage 2 only | 3.00 ± 0.00 (3.00–3.00) **larger than the spread**" in md
-    assert "Stale" not in md and "Stale" in "\n".join(seeds_lines(rec, "other"))
+    assert "Stale" not in md
+    # either detector trained with another configuration than the workspace's makes the section stale
+    assert "Stale**: Stage 2 only" in "\n".join(seeds_lines(rec, {"stage2": "other", "table1_arm/stage2": "h42"}))
+    assert "Stale**: Stage 1+2" in "\n".join(seeds_lines(rec, {"stage2": "h42", "table1_arm/stage2": "other"}))
 
 
 def test_an_experiment_that_differs_in_more_than_the_seed_is_refused(toy_repo):
     repo, _ = toy_repo
     raw = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
-    raw["train"]["stage2"]["lr"] = 0.5
-    with pytest.raises(SeedsError, match=r"train.seed only .* differ: .*'train.stage2.lr'"):
+    raw["train"]["stage2"]["lora_r"] = 8
+    with pytest.raises(SeedsError, match=r"train.seed only .* differ: .*'train.stage2.lora_r'"):
         collect(config_from_dict(raw), repo)
 
 
@@ -126,11 +163,31 @@ def test_fewer_than_three_seeds_make_no_claim(toy_repo):
     raw["train"]["compare_seeds"] = [42, 1]
     with pytest.raises(SeedsError, match="at least 3"):
         collect(config_from_dict(raw), repo)
+    raw["train"]["compare_seeds"] = [42, 1, 1, 2]  # seed 1 counted twice would shrink the spread
+    with pytest.raises(SeedsError, match="names a seed twice"):
+        collect(config_from_dict(raw), repo)
 
 
-def test_the_placeholder_reads_as_not_run(tmp_path):
-    assert load_seeds(REPO / "reports" / "seeds.json")["status"] in {"not run", "measured"}  # the committed one reads
-    assert "Not run yet" in "\n".join(seeds_lines(load_seeds(tmp_path / "seeds.json"), None))
+@pytest.mark.parametrize(("edit", "refusal"), [
+    ("inputs.txt", r"trained on other inputs than the workspace .*data/splits.*models/base"),
+    ("fake.py", r"changed more than parameters and results: \['fake.py'\]"),
+])
+def test_an_experiment_run_from_an_unclean_workspace_is_refused(tmp_path, edit, refusal):
+    """`dvc exp run --temp` takes uncommitted changes along: an experiment that trained on other splits
+    and base, or ran other code, is not a draw of the same pipeline with another seed."""
+    repo, cfg = _make_toy(tmp_path)
+    original = (repo / edit).read_text()
+    (repo / edit).write_text(original + "\n# changed\n")
+    run_experiment_command(cfg, repo, experiment_command(1))
+    (repo / edit).write_text(original)  # the workspace is clean and up to date again
+    with pytest.raises(SeedsError, match=refusal):
+        collect(cfg, repo)
+
+
+def test_the_committed_record_and_the_placeholder_read(tmp_path):
+    committed = load_seeds(REPO / "reports" / "seeds.json")  # make seeds has run: a measured record
+    assert committed["status"] == "measured" and len(committed["seeds"]) >= 3
+    assert "Not run yet" in "\n".join(seeds_lines(load_seeds(tmp_path / "seeds.json"), {}))
     (tmp_path / "seeds.json").write_text('{"status": "measured"}')
     with pytest.raises(SeedsError, match="seeds.json"):
         load_seeds(tmp_path / "seeds.json")
@@ -150,3 +207,7 @@ def test_folders_beside_the_repository_are_visible_from_a_temporary_experiment(t
     # what a temporary copy at standalone/<tmp> reads as ../shared/study is the workspace's ../shared/study
     assert (link.parent / "tmpcopy" / ".." / "shared" / "study").resolve() == (tmp_path / "shared" / "study").resolve()
     assert mirror_sibling_folders(config_from_dict(raw), repo) == []  # idempotent
+    link.unlink()
+    link.symlink_to(tmp_path / "moved-away", target_is_directory=True)  # dangling: a checkout that lay elsewhere
+    assert mirror_sibling_folders(config_from_dict(raw), repo) == [link]
+    assert link.resolve() == (tmp_path / "shared").resolve()
