@@ -189,9 +189,9 @@ def test_the_experiment_and_the_workspace_become_one_record(toy_repo):
 def test_an_experiment_that_differs_in_more_than_the_prompt_is_refused(toy_repo):
     repo, _ = toy_repo
     raw = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
-    raw["train"]["stage2"]["lr"] = 0.5
+    raw["train"]["stage2"]["lora_r"] = 8  # not one the tiny profile sets
     cfg = config_from_dict(raw)
-    with pytest.raises(PromptComparisonError, match=r"differ: \{'model.prompt_file': .*'train.stage2.lr'"):
+    with pytest.raises(PromptComparisonError, match=r"differ: \{'model.prompt_file': .*'train.stage2.lora_r'"):
         run_prompt_comparison(cfg, repo_dir=repo)
 
 

@@ -152,7 +152,7 @@ def test_each_seed_is_an_experiment_and_the_record_summarises_them(toy_repo):
 def test_an_experiment_that_differs_in_more_than_the_seed_is_refused(toy_repo):
     repo, _ = toy_repo
     raw = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
-    raw["train"]["stage2"]["lora_r"] = 8
+    raw["train"]["stage2"]["lora_r"] = 8  # not one the tiny profile sets
     with pytest.raises(SeedsError, match=r"train.seed only .* differ: .*'train.stage2.lora_r'"):
         collect(config_from_dict(raw), repo)
 
