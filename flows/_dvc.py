@@ -34,6 +34,8 @@ from typing import Any
 
 import yaml
 
+from chintox.dvc_lock import dvc_lock_outs
+
 PROGRESS_EVERY_S = 10.0
 # What `dvc exp run` prints for each stage it visits.
 _STAGE_PATTERNS = (
@@ -251,7 +253,7 @@ def _push_uncached(repo: Any, root: Path, rev: str, remote: str | None) -> int:
     and would run it again. Those already on the remote are not sent again."""
     from dvc_data.hashfile.hash_info import HashInfo
 
-    hashes = {md5 for md5 in _lock_outs(root, rev).values() if not md5.endswith(".dir")}
+    hashes = {md5 for md5 in dvc_lock_outs(root, rev).values() if not md5.endswith(".dir")}
     cache = repo.cache.local
     present = [HashInfo("md5", h) for h in sorted(hashes) if cache.exists(h)]
     return len(repo.cloud.push(present, remote=remote).transferred) if present else 0
@@ -290,15 +292,6 @@ def checked_out(root: Path, rev: str, paths: list[str]) -> Iterator[Path]:
         shutil.rmtree(dest, ignore_errors=True)
 
 
-def _lock_outs(root: Path, rev: str) -> dict[str, str]:
-    """``{path: md5}`` of every output in ``dvc.lock`` at commit ``rev``."""
-    text = subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=root, capture_output=True, text=True,
-                          check=True).stdout
-    stages = (yaml.safe_load(text) or {}).get("stages", {})
-    return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", []) or []
-            if out.get("path") and out.get("md5")}
-
-
 def lock_hashes(root: Path, rev: str, paths: list[str]) -> dict[str, str]:
     """``{path: md5}`` of the given outputs in ``dvc.lock`` at ``rev``: what ``dvc checkout`` restores."""
-    return {p: h for p, h in _lock_outs(root, rev).items() if p in paths}
+    return {p: h for p, h in dvc_lock_outs(root, rev).items() if p in paths}

@@ -153,7 +153,7 @@ def perplexity(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch
 
 
 def pretrain(cfg: Config, model: Any, tokenizer: Any, texts: list[str], heldout: list[str],
-             corpus_sha256: str) -> dict[str, Any]:
+             corpus_hash: str) -> dict[str, Any]:
     """Causal-LM pre-training of the whole tiny model for ``model.tiny.pretrain_steps`` steps on packed
     ``texts``, through the resumable training loop (checkpoints under ``<paths.checkpoints>/pretrain``,
     SIGTERM honoured, exact resume), with bf16 autocast where ``pretrain_precision`` asks for it and the
@@ -195,7 +195,7 @@ def pretrain(cfg: Config, model: Any, tokenizer: Any, texts: list[str], heldout:
 
     chash = hashlib.sha256(json.dumps(
         {"tiny": {k: v for k, v in vars(tcfg).items() if k not in ("pretrain_save_every_steps",)},
-         "corpus": corpus_sha256, "seed": cfg.data.seed, "bf16": bf16,
+         "corpus": corpus_hash, "seed": cfg.data.seed, "bf16": bf16,
          # the token ids the checkpoints were trained on: a resume with another tokenizer starts afresh
          "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()},
         sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -209,7 +209,7 @@ def pretrain(cfg: Config, model: Any, tokenizer: Any, texts: list[str], heldout:
 
         if run is not None:
             mlflow.log_params({f"model.tiny.{k}": v for k, v in vars(tcfg).items()}
-                              | {"pretrain_corpus_sha256": corpus_sha256, "pretrain_texts": len(texts),
+                              | {"pretrain_corpus_sha256": corpus_hash, "pretrain_texts": len(texts),
                                  "pretrain_sequences": n_seq, "bf16_autocast": bf16})
         spec = LoopSpec(n_examples=need, batch_size=bsz, grad_accum=1, epochs=1, lr=tcfg.pretrain_lr,
                         warmup_ratio=tcfg.pretrain_warmup_ratio, weight_decay=0.01,

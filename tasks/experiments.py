@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+from chintox.dvc_lock import LockReadError, dvc_lock_outs
 
 
 class ExperimentError(RuntimeError):
@@ -48,10 +48,12 @@ def find_experiment(repo: Path, name: str, command: str) -> tuple[str, str]:
 
 
 def lock_outs(repo: Path, rev: str) -> dict[str, str]:
-    """``{path: md5}`` of every output ``dvc.lock`` records at commit ``rev``."""
-    stages = (yaml.safe_load(git(repo, "show", f"{rev}:dvc.lock")) or {}).get("stages", {})
-    return {o["path"]: o["md5"] for st in stages.values() for o in st.get("outs", []) or []
-            if o.get("path") and o.get("md5")}
+    """``{path: md5}`` of every output ``dvc.lock`` records at commit ``rev``
+    (:func:`chintox.dvc_lock.dvc_lock_outs`), its failure as an :class:`ExperimentError`."""
+    try:
+        return dvc_lock_outs(repo, rev)
+    except LockReadError as e:
+        raise ExperimentError(str(e)) from e
 
 
 def changed_beyond_results(repo: Path, baseline: str, rev: str, params_file: str = "params.yaml") -> list[str]:

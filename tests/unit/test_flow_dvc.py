@@ -72,3 +72,34 @@ def test_progress_redraws_are_thinned_but_lines_kept():
     lines = list(_dvc._log_lines(Pipe(data), logged.append, every_s=3600))
     assert lines == ["Running stage 'a':", "bar 100%", "ok", "tail"]
     assert logged == ["Running stage 'a':", "bar 0%", "bar 100%", "ok", "tail"]
+
+
+def test_dvc_lock_is_read_at_the_commit_asked_for_and_a_missing_one_is_a_clear_error(tmp_path):
+    import subprocess
+
+    import pytest
+
+    from chintox.dvc_lock import LockReadError, dvc_lock_outs
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (tmp_path / "README").write_text("no lock yet\n")
+    git("add", "README")
+    git("commit", "-qm", "no lock")
+    first = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, check=True, capture_output=True,
+                           text=True).stdout.strip()
+    lock = {"schema": "2.0", "stages": {
+        "split": {"cmd": "x", "outs": [{"path": "data/splits", "md5": "a" * 32 + ".dir"}]},
+        "base": {"cmd": "y", "deps": [{"path": "data/splits", "md5": "a" * 32 + ".dir"}],
+                 "outs": [{"path": "models/base", "md5": "b" * 32 + ".dir"}, {"path": "no-hash"}]}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    git("add", "dvc.lock")
+    git("commit", "-qm", "lock")
+    assert dvc_lock_outs(tmp_path, "HEAD") == {"data/splits": "a" * 32 + ".dir", "models/base": "b" * 32 + ".dir"}
+    assert _dvc.lock_hashes(tmp_path, "HEAD", ["models/base"]) == {"models/base": "b" * 32 + ".dir"}
+    with pytest.raises(LockReadError, match=rf"dvc.lock at {first[:12]}"):
+        dvc_lock_outs(tmp_path, first)
