@@ -71,7 +71,11 @@ def model_window(model_or_config: Any, max_model_len: int) -> int:
 
 
 def _looks_local(ref: str) -> bool:
-    return ref.startswith((".", "/", "~")) or Path(ref).exists() or ref.count("/") != 1
+    """A path, not a hub id (``owner/name``): it starts like one, exists, has not exactly one ``/``, or
+    its first part is a folder here (``models/stage2`` before it is built is a missing folder, not a
+    model ``stage2`` of a hub owner ``models``)."""
+    return (ref.startswith((".", "/", "~")) or Path(ref).exists() or ref.count("/") != 1
+            or Path(ref).parent.is_dir())
 
 
 def pointer_revision(ref: str | Path) -> str | None:

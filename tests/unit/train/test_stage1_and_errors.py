@@ -74,6 +74,16 @@ def test_missing_upstream_model_is_a_clear_error(tmp_path):
         run_stage2(cfg)
 
 
+def test_a_missing_folder_under_a_local_folder_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    from chintox.modeling import load_model, load_tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    for load in (load_tokenizer, load_model):  # owner/name in form, but models/ is a folder here
+        with pytest.raises(ModelLoadError, match=f"model folder not found: {tmp_path}/models/stage2$"):
+            load("models/stage2")
+
+
 def test_unknown_params_key_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="unknown key 'lora_rank'"):
         load_config(REPO / "params.yaml", profile="micro", overrides={"train.stage2.lora_rank": 8})
