@@ -54,10 +54,11 @@ services-stop:  ## Stop what `make services` started (the data stays in .service
 dvc-remote-ssh: setup  ## Add the stack's SSH remote to this DVC project as `shared` (the default remote stays)
 	chintox services dvc-remote
 
-# Table 1's comparison over training seeds: a DVC experiment per seed (about 20 min each on 2 cores),
-# outside `make repro`'s budget; `dvc repro table1` then shows mean and spread in Table 1.
+# Table 1's comparisons over training seeds: a DVC experiment per seed for stage 1 + 2 against stage 2
+# (about 20 min each on 2 cores) and one per seed for a base not pre-trained (about 8 min each), outside
+# `make repro`'s budget; `dvc repro table1` then shows mean and spread in Table 1.
 .PHONY: seeds
-seeds: setup  ## Table 1's two detectors over train.compare_seeds (a DVC experiment per seed), then reports/seeds.json
+seeds: setup  ## Table 1's comparisons over train.compare_seeds (DVC experiments per seed), then reports/seeds.json
 	python -m tasks.seeds --run
 	dvc repro table1
 

@@ -13,7 +13,16 @@ other seed is a DVC experiment of the same pipeline with ``train.seed`` changed 
     dvc exp run --temp --allow-missing -n seed-<s> -S train.seed=<s> table1
 
 The splits and the base are the workspace's (restored from DVC's run-cache, not rebuilt): only what
-the training seed moves is measured. :func:`collect` reads each arm's ``reports/table1.json`` and both
+the training seed moves is measured.
+
+Each variant of :data:`VARIANTS` (today one: ``no-pretrain``, the base not pre-trained, so that
+"pre-trained against not" is a claim over seeds too) is an experiment per seed, the workspace's seed
+included, of the evaluate stage with the variant's parameters and ``train.seed`` set::
+
+    dvc exp run --temp --allow-missing -n seed-<s>-no-pretrain -S train.seed=<s> -S model.tiny.pretrain_steps=0 evaluate
+
+Its stage-2 detector is compared, seed by seed, with the workspace arm's of the same seed (same splits;
+the base is rebuilt, that is the point). :func:`collect` reads each arm's ``reports/table1.json`` and both
 detectors' cards (ToxiCN val figures: what a decision may use) at the experiment's commit, checks that
 the experiment differs from the workspace in ``train.seed`` only (parameters, code: nothing but
 parameters, ``dvc.lock`` and pipeline outputs changed) and trained on the same splits and base (their
@@ -51,22 +60,36 @@ TARGET = "table1"
 CHANGED_PARAM = "train.seed"
 ROWS = {"stage2": "Stage 2 only (ToxiCN)", "table1_arm/stage2": "Stage 1+2 (COIG-CQIA & ToxiCN)"}
 NOT_RUN = {"status": "not run", "how": f"`{COMMAND}`, then `dvc repro table1`"}
+VARIANT_TARGET = "evaluate"  # a variant's experiment trains stage 2 on its own base and scores it
+VARIANT_DETECTOR = "stage2"  # the detector a variant is compared on (under paths.models)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "no-pretrain": {
+        "label": "Stage 2 only, base not pre-trained",
+        "set": {"model.tiny.pretrain_steps": 0},
+        "moves_base": True,  # its base must differ from the workspace's, or it measured nothing
+        "difference": "Stage 2 only: pre-trained base minus not",
+    },
+}
+FIGURES = ("accuracy", "f1", "auc")
 
 
 SeedsError = ExperimentError  # the multi-seed comparison cannot be run, collected or read
 
 
-def experiment_name(seed: int) -> str:
-    return f"seed-{seed}"
+def experiment_name(seed: int, variant: str | None = None) -> str:
+    return f"seed-{seed}" + (f"-{variant}" if variant else "")
 
 
-def experiment_command(seed: int) -> list[str]:
-    return ["dvc", "exp", "run", "--temp", "--allow-missing", "-n", experiment_name(seed),
-            "-S", f"{CHANGED_PARAM}={seed}", TARGET]
+def experiment_command(seed: int, variant: str | None = None) -> list[str]:
+    sets = [f"{CHANGED_PARAM}={seed}"]
+    if variant:
+        sets += [f"{k}={json.dumps(v)}" for k, v in VARIANTS[variant]["set"].items()]
+    return ["dvc", "exp", "run", "--temp", "--allow-missing", "-n", experiment_name(seed, variant),
+            *[a for kv in sets for a in ("-S", kv)], VARIANT_TARGET if variant else TARGET]
 
 
-def _find(repo: Path, seed: int) -> tuple[str, str]:
-    return find_experiment(repo, experiment_name(seed), COMMAND)
+def _find(repo: Path, seed: int, variant: str | None = None) -> tuple[str, str]:
+    return find_experiment(repo, experiment_name(seed, variant), COMMAND)
 
 
 def seeds_of(cfg: Any) -> list[int]:
@@ -85,19 +108,19 @@ def run_experiments(cfg: Any, repo: Path) -> list[int]:
     """Run the experiment of each seed of ``train.compare_seeds`` but the workspace's, unless one of
     ``HEAD`` exists; returns the seeds run. Refuses to start when the workspace's Table 1 is stale."""
     require_up_to_date(repo, TARGET, f"run `dvc repro` first, it is the seed {cfg.train_seed} arm")
-    ran = []
-    for seed in seeds_of(cfg):
-        if seed == cfg.train_seed:
-            continue
+    ran: list[int | tuple[int, str]] = []
+    todo: list[tuple[int, str | None]] = [(s, None) for s in seeds_of(cfg) if s != cfg.train_seed]
+    todo += [(s, v) for v in VARIANTS for s in seeds_of(cfg)]
+    for seed, variant in todo:
+        name = experiment_name(seed, variant)
         try:
-            _find(repo, seed)
-            print(f"experiment {experiment_name(seed)!r} of HEAD exists (`dvc exp remove {experiment_name(seed)}` "
-                  "to run it again)", flush=True)
+            _find(repo, seed, variant)
+            print(f"experiment {name!r} of HEAD exists (`dvc exp remove {name}` to run it again)", flush=True)
             continue
         except ExperimentNotFound:
             pass
-        run_experiment_command(cfg, repo, experiment_command(seed))
-        ran.append(seed)
+        run_experiment_command(cfg, repo, experiment_command(seed, variant))
+        ran.append((seed, variant) if variant else seed)
     return ran
 
 
@@ -139,19 +162,51 @@ def compare(arms: list[dict[str, Any]]) -> dict[str, Any]:
     a_key, b_key = "table1_arm/stage2", "stage2"
     for fig in summary["rows"][b_key]:
         s, m = fig.split(".")
-        diffs = [a["rows"][a_key][s][m] - a["rows"][b_key][s][m] for a in arms]
-        d = summarise(diffs)
-        d["per_seed"] = diffs
-        d["beyond_spread"] = bool(len(diffs) > 1 and (all(x > 0 for x in diffs) or all(x < 0 for x in diffs))
-                                  and abs(d["mean"]) > d["std"])
-        summary["difference"][fig] = d
+        summary["difference"][fig] = paired_difference([a["rows"][a_key][s][m] - a["rows"][b_key][s][m]
+                                                        for a in arms])
     return summary
 
 
-def collect(cfg: Any, repo: Path) -> Path:
-    """Read the workspace arm and each seed's experiment into ``<reports>/seeds.json``."""
-    from dvc.fs import DVCFileSystem
+def paired_difference(diffs: list[float]) -> dict[str, Any]:
+    """One figure's per-seed differences summarised, and whether the difference is larger than the
+    spread: every seed's has the same sign and their mean exceeds their standard deviation."""
+    d: dict[str, Any] = summarise(diffs)
+    d["per_seed"] = diffs
+    d["beyond_spread"] = bool(len(diffs) > 1 and (all(x > 0 for x in diffs) or all(x < 0 for x in diffs))
+                              and abs(d["mean"]) > d["std"])
+    return d
 
+
+def _variant_row(metrics: dict[str, Any], card: dict[str, Any], source: str) -> dict[str, Any]:
+    """A variant's stage-2 figures: ToxiCN test and COLD test at 0.5 (the evaluate step's ``default``)
+    and the ToxiCN val figures its card recorded."""
+    try:
+        return {"toxicn_test": {k: metrics["toxicn_test"]["default"][k] for k in FIGURES},
+                "cold_test": {k: metrics["cold_test"]["default"][k] for k in FIGURES},
+                "toxicn_val": {k: card["val_metrics"][k] for k in FIGURES},
+                "config_hash": card.get("config_hash")}
+    except KeyError as e:
+        raise SeedsError(f"{source}: no {e} in the evaluate step's metrics.json or the detector card") from e
+
+
+def compare_variant(arms: list[dict[str, Any]], variant_arms: list[dict[str, Any]]) -> dict[str, Any]:
+    """A variant over the seeds: its figures (mean, std, range) and, per figure, the workspace
+    recipe's stage 2 minus the variant's, paired by seed."""
+    by_seed = {a["seed"]: a["rows"][VARIANT_DETECTOR] for a in arms}
+    missing = [v["seed"] for v in variant_arms if v["seed"] not in by_seed]
+    if missing:
+        raise SeedsError(f"variant seeds {missing} have no arm of the workspace's recipe to compare with")
+    out: dict[str, Any] = {"row": {}, "difference": {}}
+    for s in ("toxicn_val", "toxicn_test", "cold_test"):
+        for m in FIGURES:
+            out["row"][f"{s}.{m}"] = summarise([v["row"][s][m] for v in variant_arms])
+            out["difference"][f"{s}.{m}"] = paired_difference(
+                [by_seed[v["seed"]][s][m] - v["row"][s][m] for v in variant_arms])
+    return out
+
+
+def collect(cfg: Any, repo: Path) -> Path:
+    """Read the workspace arm, each seed's experiment and each variant's into ``<reports>/seeds.json``."""
     reports, models = Path(cfg.paths.reports), Path(cfg.paths.models)
     if reports.is_absolute() or models.is_absolute():
         raise SeedsError("paths.reports and paths.models must be relative to the repository")
@@ -176,39 +231,83 @@ def collect(cfg: Any, repo: Path) -> Path:
     for seed in seeds:
         if seed == cfg.train_seed:
             continue
-        rev, baseline = _find(repo, seed)
-        fs = DVCFileSystem(repo=str(repo), rev=rev)
-
-        def at_rev(path: str, fs=fs, rev=rev, seed=seed) -> bytes:
-            try:
-                return fs.read_bytes(path)
-            except FileNotFoundError as e:
-                raise SeedsError(f"{path} does not exist at {experiment_name(seed)} ({rev[:12]})") from e
-
-        exp_cfg = config_from_dict(yaml.safe_load(at_rev("params.yaml")) or {}, source=f"params.yaml at {rev[:12]}")
-        diff = param_differences(cfg.to_dict(), exp_cfg.to_dict())
-        diff.pop("train.compare_seeds", None)  # the list of seeds trains nothing
-        if set(diff) != {CHANGED_PARAM} or exp_cfg.train_seed != seed:
-            raise SeedsError(f"experiment {experiment_name(seed)!r} must differ from the workspace in "
-                             f"{CHANGED_PARAM} only (= {seed}); effective parameters that differ: {diff}")
-        exp_lock = lock_outs(repo, rev)
-        moved = {u: [ws_lock[u], exp_lock.get(u)] for u in upstream if exp_lock.get(u) != ws_lock[u]}
-        if moved:
-            raise SeedsError(f"experiment {experiment_name(seed)!r} trained on other inputs than the workspace "
-                             f"(dvc.lock md5, workspace vs experiment): {moved}")
-        extra = changed_beyond_results(repo, baseline, rev)
-        if extra:
-            raise SeedsError(f"experiment {experiment_name(seed)!r} changed more than parameters and results: {extra} "
-                             f"(it ran from an unclean workspace; `dvc exp remove {experiment_name(seed)}`, commit, "
-                             f"then `{COMMAND}`)")
+        rev, baseline, at_rev = _checked_experiment(cfg, repo, seed, None, ws_lock, upstream)
         arms.append(_arm(seed, read_json(at_rev(f"{reports.as_posix()}/table1.json"), "table1.json"),
                          cards_from(at_rev), f"experiment {experiment_name(seed)} ({rev[:12]})"))
         experiments.append({"seed": seed, "name": experiment_name(seed), "rev": rev, "baseline_commit": baseline})
+    variants = {}
+    for variant, spec in VARIANTS.items():
+        v_arms = []
+        for seed in seeds:
+            rev, baseline, at_rev = _checked_experiment(cfg, repo, seed, variant, ws_lock, upstream)
+            name = experiment_name(seed, variant)
+            source = f"experiment {name} ({rev[:12]})"
+            card_path = f"{models.as_posix()}/{VARIANT_DETECTOR}/{CARD_FILE}"
+            row = _variant_row(read_json(at_rev(f"{reports.as_posix()}/metrics.json"), f"{source}: metrics.json"),
+                               read_json(at_rev(card_path), f"{source}: {card_path}"), source)
+            v_arms.append({"seed": seed, "source": source, "name": name, "rev": rev, "baseline_commit": baseline,
+                           "base_md5": lock_outs(repo, rev).get(upstream[1]), "row": row})
+        variants[variant] = {"label": spec["label"], "set": spec["set"], "difference_label": spec["difference"],
+                             "seeds": v_arms, **compare_variant(arms, v_arms)}
     record = {"status": "measured", "command": COMMAND, "profile": cfg.profile, "changed_param": CHANGED_PARAM,
-              "commit": head, "inputs_md5": {u: ws_lock[u] for u in upstream}, "experiments": experiments, "seeds": arms, **compare(arms)}
+              "commit": head, "inputs_md5": {u: ws_lock[u] for u in upstream}, "experiments": experiments,
+              "seeds": arms, **compare(arms), "variants": variants}
     out = repo / reports / SEEDS_FILE
     out.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return out
+
+
+def _dotted(d: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def _checked_experiment(cfg: Any, repo: Path, seed: int, variant: str | None, ws_lock: dict[str, str],
+                        upstream: list[str]) -> tuple[str, str, Any]:
+    """(commit, baseline, reader of files at the commit) of the experiment of ``seed`` (and
+    ``variant``), refused unless it is the workspace's pipeline with ``train.seed`` (and the variant's
+    parameters) changed and nothing else: its effective parameters, its code (nothing but parameters,
+    ``dvc.lock`` and pipeline outputs changed) and its inputs (``dvc.lock`` md5 of the splits and the
+    base: the same, but for a base the variant is meant to rebuild, which must differ)."""
+    from dvc.fs import DVCFileSystem
+
+    name = experiment_name(seed, variant)
+    rev, baseline = _find(repo, seed, variant)
+    fs = DVCFileSystem(repo=str(repo), rev=rev)
+
+    def at_rev(path: str) -> bytes:
+        try:
+            return fs.read_bytes(path)
+        except FileNotFoundError as e:
+            raise SeedsError(f"{path} does not exist at {name} ({rev[:12]})") from e
+
+    exp_cfg = config_from_dict(yaml.safe_load(at_rev("params.yaml")) or {}, source=f"params.yaml at {rev[:12]}")
+    diff = param_differences(cfg.to_dict(), exp_cfg.to_dict())
+    diff.pop("train.compare_seeds", None)  # the list of seeds trains nothing
+    wanted = dict(VARIANTS[variant]["set"]) if variant else {}
+    exp_values = exp_cfg.to_dict()
+    if (set(diff) - {CHANGED_PARAM} != set(wanted) or (not variant and CHANGED_PARAM not in diff)
+            or exp_cfg.train_seed != seed or any(_dotted(exp_values, k) != v for k, v in wanted.items())):
+        what = ", ".join([f"{CHANGED_PARAM} (= {seed})", *(f"{k} (= {v})" for k, v in wanted.items())])
+        raise SeedsError(f"experiment {name!r} must differ from the workspace in {what} only; effective "
+                         f"parameters that differ: {diff}")
+    exp_lock = lock_outs(repo, rev)
+    rebuilt = {upstream[1]} if variant and VARIANTS[variant].get("moves_base") else set()
+    moved = {u: [ws_lock[u], exp_lock.get(u)] for u in upstream
+             if u not in rebuilt and exp_lock.get(u) != ws_lock[u]}
+    if moved:
+        raise SeedsError(f"experiment {name!r} trained on other inputs than the workspace "
+                         f"(dvc.lock md5, workspace vs experiment): {moved}")
+    same = [u for u in rebuilt if exp_lock.get(u) == ws_lock[u]]
+    if same:
+        raise SeedsError(f"experiment {name!r} was meant to rebuild {same}, but its dvc.lock md5 is the "
+                         f"workspace's: the variant changed nothing there")
+    extra = changed_beyond_results(repo, baseline, rev)
+    if extra:
+        raise SeedsError(f"experiment {name!r} changed more than parameters and results: {extra} "
+                         f"(it ran from an unclean workspace; `dvc exp remove {name}`, commit, then `{COMMAND}`)")
+    return rev, baseline, at_rev
 
 
 def load_seeds(path: str | Path) -> dict[str, Any]:

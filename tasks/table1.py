@@ -256,7 +256,7 @@ def seeds_lines(rec: dict[str, Any], current: dict[str, str | None]) -> list[str
     standard deviation (range) over the training seeds, and the paired difference. ``current``: the
     ``config_hash`` of each row's detector in this workspace (None: no card); a row measured with another
     is marked Stale."""
-    lines = ["## Over training seeds: stage 1 + 2 against stage 2 only", ""]
+    lines = ["## Over training seeds: stage 1 + 2, and a base not pre-trained, against stage 2 only", ""]
     if rec.get("status") != "measured":
         return [*lines, f"Not run yet: {rec.get('how', '`make seeds`')}.", ""]
     seeds = [a["seed"] for a in rec["seeds"]]
@@ -279,10 +279,22 @@ def seeds_lines(rec: dict[str, Any], current: dict[str, str | None]) -> list[str
     lines += ["", "| Detector | " + " | ".join(n for _, n in figs) + " |", "|---" * (len(figs) + 1) + "|"]
     for key, label in SEED_ROWS.items():
         lines.append(f"| {label} | " + " | ".join(_mean_sd(rec["rows"][key][f]) for f, _ in figs) + " |")
-    diff = rec["difference"]
-    lines.append("| Stage 1+2 minus stage 2 only | " + " | ".join(
-        _mean_sd(diff[f]) + (" **larger than the spread**" if diff[f]["beyond_spread"] else " within the spread")
-        for f, _ in figs) + " |")
+    def spread(d: dict[str, Any]) -> str:
+        return _mean_sd(d) + (" **larger than the spread**" if d["beyond_spread"] else " within the spread")
+
+    lines.append("| Stage 1+2 minus stage 2 only | " + " | ".join(spread(rec["difference"][f]) for f, _ in figs) + " |")
+    variants = rec.get("variants") or {}
+    for v in variants.values():
+        lines.append(f"| {v['label']} | " + " | ".join(_mean_sd(v["row"][f]) for f, _ in figs) + " |")
+        lines.append(f"| {v['difference_label']} | " + " | ".join(spread(v["difference"][f]) for f, _ in figs) + " |")
+    for name, v in variants.items():
+        sets = ", ".join(f"`{k}` = {json.dumps(val)}" for k, val in v["set"].items())
+        lines += ["", (f"{v['label']}: DVC experiments `seed-<s>-{name}`, the evaluate stage with {sets} and "
+                       f"`train.seed` = {', '.join(str(a['seed']) for a in v['seeds'])}, nothing else changed "
+                       "(the same splits; the base rebuilt by that parameter); each seed's difference is paired "
+                       "with the stage-2 detector above of the same seed.")]
+    if not variants:
+        lines += ["", f"Pre-trained base against not: not in this record; `{rec['command']}` runs it."]
     return [*lines, ""]
 
 

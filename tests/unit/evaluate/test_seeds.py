@@ -50,18 +50,19 @@ def test_summary_and_the_spread_rule():
 
 
 FAKE = '''
-"""The toy pipeline: `table1` "trains" both detectors (figures from train.seed) and writes Table 1."""
+"""The toy pipeline's `table1`: "trains" the stage 1+2 detector (figures from train.seed) and writes
+Table 1 with both detectors."""
 import json
 from pathlib import Path
 from chintox.config import load_config
 
 cfg = load_config("params.yaml")
 s = cfg.train_seed
-s2, s12 = 0.70 + 0.01 * (s % 3), 0.73 + 0.01 * (s % 3)
-for d, acc in (("models/stage2", s2), ("models/table1_arm/stage2", s12)):
-    Path(d).mkdir(parents=True, exist_ok=True)
-    Path(d, "detector.json").write_text(json.dumps({"val_metrics": {"accuracy": acc, "f1": acc, "auc": acc},
-                                                    "config_hash": f"h{s}"}))
+s2 = json.loads(Path("models/stage2/detector.json").read_text())["val_metrics"]["accuracy"]
+s12 = 0.73 + 0.01 * (s % 3)
+Path("models/table1_arm/stage2").mkdir(parents=True, exist_ok=True)
+Path("models/table1_arm/stage2/detector.json").write_text(json.dumps(
+    {"val_metrics": {"accuracy": s12, "f1": s12, "auc": s12}, "config_hash": f"h{s}"}))
 block = lambda a: {"accuracy": a, "f1": a, "auc": a}
 Path("reports").mkdir(exist_ok=True)
 Path("reports/table1.json").write_text(json.dumps({"measured": [
@@ -69,24 +70,57 @@ Path("reports/table1.json").write_text(json.dumps({"measured": [
     {"model": "Stage 1+2 (COIG-CQIA & ToxiCN)", "backend": "hf", "toxicn": block(s12), "cold": block(s12 - 0.1)}]}))
 '''
 
-PREP = '''
-"""The toy pipeline's upstream: the splits and the base the detectors train on, from inputs.txt."""
+STAGE2 = '''
+"""The toy pipeline's `stage2`: "trains" the stage-2 detector from train.seed, on a pre-trained base
+or not (0.02 + 0.005 * (seed % 2) lower without)."""
+import json
 from pathlib import Path
-for d in ("data/splits", "models/base"):
-    Path(d).mkdir(parents=True, exist_ok=True)
-    Path(d, "content.txt").write_text(Path("inputs.txt").read_text())
+from chintox.config import load_config
+
+cfg = load_config("params.yaml")
+s = cfg.train_seed
+pretrained = "pretrain 0" not in Path("models/base/content.txt").read_text()
+s2 = 0.70 + 0.01 * (s % 3) - (0 if pretrained else 0.02 + 0.005 * (s % 2))
+Path("models/stage2").mkdir(parents=True, exist_ok=True)
+Path("models/stage2/detector.json").write_text(json.dumps({"val_metrics": {"accuracy": s2, "f1": s2, "auc": s2},
+                                                           "config_hash": f"h{s}"}))
+'''
+
+EVALUATE = '''
+"""The toy pipeline's `evaluate`: the stage-2 detector's test figures at 0.5 (``default``)."""
+import json
+from pathlib import Path
+
+a = json.loads(Path("models/stage2/detector.json").read_text())["val_metrics"]["accuracy"]
+block = lambda a: {"accuracy": a, "f1": a, "auc": a}
+Path("reports").mkdir(exist_ok=True)
+Path("reports/metrics.json").write_text(json.dumps({"toxicn_test": {"default": block(a)},
+                                                    "cold_test": {"default": block(a - 0.1)}}))
+'''
+
+PREP = '''
+"""The toy pipeline's upstream: the splits and the base the detectors train on, from inputs.txt; the
+base records model.tiny.pretrain_steps (0: not pre-trained)."""
+from pathlib import Path
+from chintox.config import load_config
+
+steps = load_config("params.yaml").model.tiny.pretrain_steps
+Path("data/splits").mkdir(parents=True, exist_ok=True)
+Path("data/splits/content.txt").write_text(Path("inputs.txt").read_text())
+Path("models/base").mkdir(parents=True, exist_ok=True)
+Path("models/base/content.txt").write_text(Path("inputs.txt").read_text() + f"pretrain {steps}")
 '''
 
 
 def _make_toy(root) -> tuple:
-    """A git + DVC repository with the real params.yaml: ``prep`` (the splits and the base, from
-    inputs.txt; no training seed) and ``table1`` (both detectors "trained" from train.seed), run and
-    committed."""
+    """A git + DVC repository with the real params.yaml and the real stages' shape: ``prep`` (the splits
+    and the base, from inputs.txt and model.tiny; no training seed), ``stage2`` (from train.seed),
+    ``evaluate`` and ``table1`` (the stage 1+2 detector "trained" from train.seed), run and committed."""
     repo = root / "repo"
     repo.mkdir()
     shutil.copy(REPO / "params.yaml", repo / "params.yaml")
-    (repo / "fake.py").write_text(FAKE)
-    (repo / "prep.py").write_text(PREP)
+    for name, text in (("fake.py", FAKE), ("prep.py", PREP), ("stage2.py", STAGE2), ("evaluate.py", EVALUATE)):
+        (repo / name).write_text(text)
     (repo / "inputs.txt").write_text("splits v1\n")
     py = sys.executable
     (repo / "dvc.yaml").write_text(textwrap.dedent(f"""\
@@ -96,13 +130,16 @@ def _make_toy(root) -> tuple:
             deps:
               - prep.py
               - inputs.txt
+            params:
+              - model.tiny
+              - profiles.${{profile}}.model.tiny
             outs:
               - data/splits
               - models/base
-          table1:
-            cmd: {py} fake.py
+          stage2:
+            cmd: {py} stage2.py
             deps:
-              - fake.py
+              - stage2.py
               - data/splits
               - models/base
             params:
@@ -110,6 +147,25 @@ def _make_toy(root) -> tuple:
               - profiles.${{profile}}.train.seed
             outs:
               - models/stage2
+          evaluate:
+            cmd: {py} evaluate.py
+            deps:
+              - evaluate.py
+              - models/stage2
+            outs:
+              - reports/metrics.json:
+                  cache: false
+          table1:
+            cmd: {py} fake.py
+            deps:
+              - fake.py
+              - data/splits
+              - models/base
+              - models/stage2
+            params:
+              - train.seed
+              - profiles.${{profile}}.train.seed
+            outs:
               - models/table1_arm
               - reports/table1.json:
                   cache: false
@@ -122,7 +178,7 @@ def _make_toy(root) -> tuple:
 def toy_repo(tmp_path_factory):
     repo, cfg = _make_toy(tmp_path_factory.mktemp("seeds"))
     assert cfg.train.compare_seeds == [42, 1, 2] and cfg.train_seed == 42
-    assert run_experiments(cfg, repo) == [1, 2]
+    assert run_experiments(cfg, repo) == [1, 2, (42, "no-pretrain"), (1, "no-pretrain"), (2, "no-pretrain")]
     return repo, cfg
 
 
@@ -144,6 +200,16 @@ def test_each_seed_is_an_experiment_and_the_record_summarises_them(toy_repo):
     md = "\n".join(seeds_lines(rec, dict.fromkeys(("stage2", "table1_arm/stage2"), "h42")))
     assert "Stage 1+2 minus stage 2 only | 3.00 ± 0.00 (3.00–3.00) **larger than the spread**" in md
     assert "Stale" not in md
+    # pre-trained against not: one experiment per seed, the workspace's included, paired by seed
+    v = rec["variants"]["no-pretrain"]
+    assert [a["seed"] for a in v["seeds"]] == [42, 1, 2] and v["set"] == {"model.tiny.pretrain_steps": 0}
+    assert all(a["base_md5"] != rec["inputs_md5"]["models/base"] for a in v["seeds"])
+    assert v["row"]["toxicn_test.accuracy"]["mean"] == pytest.approx(0.71 - 0.02 - 0.005 / 3)
+    d = v["difference"]["toxicn_test.accuracy"]  # 42 % 2 = 0, 1, 0 -> 0.02, 0.025, 0.02
+    assert d["per_seed"] == pytest.approx([0.02, 0.025, 0.02]) and d["beyond_spread"] is True
+    assert v["difference"]["cold_test.f1"]["per_seed"] == pytest.approx([0.02, 0.025, 0.02])
+    assert "| Stage 2 only: pre-trained base minus not | 2.17 ± 0.29 (2.00–2.50) **larger than the spread**" in md
+    assert "`seed-<s>-no-pretrain`" in md and "`model.tiny.pretrain_steps` = 0" in md
     # either detector trained with another configuration than the workspace's makes the section stale
     assert "Stale**: Stage 2 only" in "\n".join(seeds_lines(rec, {"stage2": "other", "table1_arm/stage2": "h42"}))
     assert "Stale**: Stage 1+2" in "\n".join(seeds_lines(rec, {"stage2": "h42", "table1_arm/stage2": "other"}))
@@ -153,7 +219,7 @@ def test_an_experiment_that_differs_in_more_than_the_seed_is_refused(toy_repo):
     repo, _ = toy_repo
     raw = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
     raw["train"]["stage2"]["lora_r"] = 8  # not one the tiny profile sets
-    with pytest.raises(SeedsError, match=r"train.seed only .* differ: .*'train.stage2.lora_r'"):
+    with pytest.raises(SeedsError, match=r"train.seed \(= 1\) only; .* differ: .*'train.stage2.lora_r'"):
         collect(config_from_dict(raw), repo)
 
 
@@ -182,6 +248,28 @@ def test_an_experiment_run_from_an_unclean_workspace_is_refused(tmp_path, edit, 
     (repo / edit).write_text(original)  # the workspace is clean and up to date again
     with pytest.raises(SeedsError, match=refusal):
         collect(cfg, repo)
+
+
+def test_a_variant_experiment_that_is_not_the_variant_is_refused(tmp_path, monkeypatch):
+    """An experiment under a variant's name that did not set the variant's parameters, or a variant
+    whose parameters left the base it is meant to rebuild as it was, measures nothing of the variant."""
+    from tasks import seeds as seeds_mod
+
+    repo, cfg = _make_toy(tmp_path)
+    head = seeds_mod.git(repo, "rev-parse", "HEAD")
+    ws_lock, upstream = seeds_mod.lock_outs(repo, head), ["data/splits", "models/base"]
+    good = experiment_command(1, "no-pretrain")
+    i = good.index("model.tiny.pretrain_steps=0")
+    wrong = good[:i - 1] + good[i + 1:]  # without that -S: named seed-1-no-pretrain, but the seed alone changed
+    assert wrong[-3:] == ["-S", "train.seed=1", "evaluate"]
+    run_experiment_command(cfg, repo, wrong)
+    with pytest.raises(SeedsError, match=r"seed-1-no-pretrain' must differ .* model.tiny.pretrain_steps \(= 0\) only"):
+        seeds_mod._checked_experiment(cfg, repo, 1, "no-pretrain", ws_lock, upstream)
+    monkeypatch.setitem(seeds_mod.VARIANTS, "rank-8", {"label": "r8", "set": {"train.stage2.lora_r": 8},
+                                                       "moves_base": True, "difference": "d"})
+    run_experiment_command(cfg, repo, experiment_command(2, "rank-8"))
+    with pytest.raises(SeedsError, match=r"meant to rebuild \['models/base'\].* changed nothing there"):
+        seeds_mod._checked_experiment(cfg, repo, 2, "rank-8", ws_lock, upstream)
 
 
 def test_the_committed_record_and_the_placeholder_read(tmp_path):
