@@ -231,7 +231,7 @@ def collect(cfg: Any, repo: Path) -> Path:
     for seed in seeds:
         if seed == cfg.train_seed:
             continue
-        rev, baseline, at_rev = _checked_experiment(cfg, repo, seed, None, ws_lock, upstream)
+        rev, baseline, at_rev, _ = _checked_experiment(cfg, repo, seed, None, ws_lock, upstream)
         arms.append(_arm(seed, read_json(at_rev(f"{reports.as_posix()}/table1.json"), "table1.json"),
                          cards_from(at_rev), f"experiment {experiment_name(seed)} ({rev[:12]})"))
         experiments.append({"seed": seed, "name": experiment_name(seed), "rev": rev, "baseline_commit": baseline})
@@ -239,14 +239,14 @@ def collect(cfg: Any, repo: Path) -> Path:
     for variant, spec in VARIANTS.items():
         v_arms = []
         for seed in seeds:
-            rev, baseline, at_rev = _checked_experiment(cfg, repo, seed, variant, ws_lock, upstream)
+            rev, baseline, at_rev, exp_lock = _checked_experiment(cfg, repo, seed, variant, ws_lock, upstream)
             name = experiment_name(seed, variant)
             source = f"experiment {name} ({rev[:12]})"
             card_path = f"{models.as_posix()}/{VARIANT_DETECTOR}/{CARD_FILE}"
             row = _variant_row(read_json(at_rev(f"{reports.as_posix()}/metrics.json"), f"{source}: metrics.json"),
                                read_json(at_rev(card_path), f"{source}: {card_path}"), source)
             v_arms.append({"seed": seed, "source": source, "name": name, "rev": rev, "baseline_commit": baseline,
-                           "base_md5": lock_outs(repo, rev).get(upstream[1]), "row": row})
+                           "base_md5": exp_lock.get(upstream[1]), "row": row})
         variants[variant] = {"label": spec["label"], "set": spec["set"], "difference_label": spec["difference"],
                              "seeds": v_arms, **compare_variant(arms, v_arms)}
     record = {"status": "measured", "command": COMMAND, "profile": cfg.profile, "changed_param": CHANGED_PARAM,
@@ -264,8 +264,8 @@ def _dotted(d: dict[str, Any], key: str) -> Any:
 
 
 def _checked_experiment(cfg: Any, repo: Path, seed: int, variant: str | None, ws_lock: dict[str, str],
-                        upstream: list[str]) -> tuple[str, str, Any]:
-    """(commit, baseline, reader of files at the commit) of the experiment of ``seed`` (and
+                        upstream: list[str]) -> tuple[str, str, Any, dict[str, str]]:
+    """(commit, baseline, reader of files at the commit, its ``dvc.lock`` outs) of the experiment of ``seed`` (and
     ``variant``), refused unless it is the workspace's pipeline with ``train.seed`` (and the variant's
     parameters) changed and nothing else: its effective parameters, its code (nothing but parameters,
     ``dvc.lock`` and pipeline outputs changed) and its inputs (``dvc.lock`` md5 of the splits and the
@@ -307,7 +307,7 @@ def _checked_experiment(cfg: Any, repo: Path, seed: int, variant: str | None, ws
     if extra:
         raise SeedsError(f"experiment {name!r} changed more than parameters and results: {extra} "
                          f"(it ran from an unclean workspace; `dvc exp remove {name}`, commit, then `{COMMAND}`)")
-    return rev, baseline, at_rev
+    return rev, baseline, at_rev, exp_lock
 
 
 def load_seeds(path: str | Path) -> dict[str, Any]:
