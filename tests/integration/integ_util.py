@@ -162,11 +162,29 @@ def clone_worktree(dest: Path) -> Path:
 
 # ---------------------------------------------------------------- a real Prefect server and worker
 
+# Prefect's server answers 503 when its database is busy (SQLite's SQLITE_BUSY on a loaded machine) and
+# its own client retries those; so does this one, as Prefect's client does (429, 502, 503), for a bounded time.
+API_RETRY_CODES = {429, 502, 503}
+API_RETRY_FOR_S = 120.0
+
+
 def _api(url: str, method: str = "GET", body: dict | None = None) -> dict:
+    import urllib.error
+
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read() or b"{}")
+    deadline = time.monotonic() + API_RETRY_FOR_S
+    wait = 0.5
+    while True:
+        req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            if e.code not in API_RETRY_CODES or time.monotonic() > deadline:
+                raise
+            retry_after = e.headers.get("Retry-After") if e.headers else None
+            time.sleep(float(retry_after) if retry_after and retry_after.isdigit() else wait)
+            wait = min(wait * 2, 10.0)
 
 
 class PrefectStack:
