@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -169,8 +170,6 @@ API_RETRY_FOR_S = 120.0
 
 
 def _api(url: str, method: str = "GET", body: dict | None = None) -> dict:
-    import urllib.error
-
     data = json.dumps(body).encode() if body is not None else None
     deadline = time.monotonic() + API_RETRY_FOR_S
     wait = 0.5

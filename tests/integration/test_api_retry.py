@@ -46,19 +46,21 @@ def test_busy_server_is_retried_until_it_answers(monkeypatch):
     assert seen == ['{"a": 1}'] * 4  # three refusals, then the answer, each with the same body
 
 
-def test_other_errors_and_a_server_busy_past_the_deadline_are_raised(monkeypatch):
-    srv, seen = _server([404])
+def _refused(codes: list[int], monkeypatch, retry_for_s: float) -> tuple[int, int]:
+    """The status ``_api`` raises against a server answering ``codes``, and how many requests it sent."""
+    monkeypatch.setattr(integ_util, "API_RETRY_FOR_S", retry_for_s)
+    srv, seen = _server(codes)
     try:
         with pytest.raises(urllib.error.HTTPError) as e:
             integ_util._api(f"http://127.0.0.1:{srv.server_address[1]}/x", "POST", {})
-        assert e.value.code == 404 and len(seen) == 1  # not retried
-        monkeypatch.setattr(integ_util, "API_RETRY_FOR_S", 0.0)
-        srv_busy, seen_busy = _server([503] * 50)
-        try:
-            with pytest.raises(urllib.error.HTTPError) as e:
-                integ_util._api(f"http://127.0.0.1:{srv_busy.server_address[1]}/x", "POST", {})
-            assert e.value.code == 503 and len(seen_busy) == 1
-        finally:
-            srv_busy.shutdown()
     finally:
         srv.shutdown()
+    return e.value.code, len(seen)
+
+
+def test_other_errors_are_raised_at_once(monkeypatch):
+    assert _refused([404], monkeypatch, 30.0) == (404, 1)
+
+
+def test_a_server_busy_past_the_deadline_is_raised(monkeypatch):
+    assert _refused([503] * 3, monkeypatch, 0.0) == (503, 1)
