@@ -15,14 +15,17 @@ other seed is a DVC experiment of the same pipeline with ``train.seed`` changed 
 The splits and the base are the workspace's (restored from DVC's run-cache, not rebuilt): only what
 the training seed moves is measured.
 
-Each variant of :data:`VARIANTS` (today one: ``no-pretrain``, the base not pre-trained, so that
-"pre-trained against not" is a claim over seeds too) is an experiment per seed, the workspace's seed
-included, of the evaluate stage with the variant's parameters and ``train.seed`` set::
+Each variant of :data:`VARIANTS` is an experiment per seed, the workspace's seed included, of the
+evaluate stage with the variant's parameters and ``train.seed`` set, so that its comparison is a claim
+over seeds too: ``no-pretrain`` (the base not pre-trained) and ``study-prompt`` (the study's prompt)::
 
     dvc exp run --temp --allow-missing -n seed-<s>-no-pretrain -S train.seed=<s> -S model.tiny.pretrain_steps=0 evaluate
 
 Its stage-2 detector is compared, seed by seed, with the workspace arm's of the same seed (same splits;
-the base is rebuilt, that is the point). :func:`collect` reads each arm's ``reports/table1.json`` and both
+the base rebuilt for ``no-pretrain``, that is the point; for ``study-prompt`` the base is rebuilt too,
+the prompt being one of its inputs, and must come out byte for byte the workspace's but for its build
+record). ``--only VARIANT`` (``make seeds ONLY=study-prompt``) runs and reads that variant alone and keeps
+the rest of the committed record, refused unless the record still describes this workspace. :func:`collect` reads each arm's ``reports/table1.json`` and both
 detectors' cards (ToxiCN val figures: what a decision may use) at the experiment's commit, checks that
 the experiment differs from the workspace in ``train.seed`` only (parameters, code: nothing but
 parameters, ``dvc.lock`` and pipeline outputs changed) and trained on the same splits and base (their
@@ -32,9 +35,10 @@ parameters, ``dvc.lock`` and pipeline outputs changed) and trained on the same s
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -62,14 +66,29 @@ ROWS = {"stage2": "Stage 2 only (ToxiCN)", "table1_arm/stage2": "Stage 1+2 (COIG
 NOT_RUN = {"status": "not run", "how": f"`{COMMAND}`, then `dvc repro table1`"}
 VARIANT_TARGET = "evaluate"  # a variant's experiment trains stage 2 on its own base and scores it
 VARIANT_DETECTOR = "stage2"  # the detector a variant is compared on (under paths.models)
+# What a variant does to the base (``models/base``): "same" (the default): the workspace's, by its
+# dvc.lock md5; "rebuilt": must differ, or the variant measured nothing; "same weights": may be rebuilt
+# (the parameter is one of the base stage's inputs) but every file of it other than its build record must
+# be byte for byte the workspace's, so the variant measures its parameter and not a different base.
 VARIANTS: dict[str, dict[str, Any]] = {
     "no-pretrain": {
         "label": "Stage 2 only, base not pre-trained",
         "set": {"model.tiny.pretrain_steps": 0},
-        "moves_base": True,  # its base must differ from the workspace's, or it measured nothing
+        "base": "rebuilt",
+        "base_note": "the base rebuilt by that parameter",
         "difference": "Stage 2 only: pre-trained base minus not",
     },
+    "study-prompt": {
+        "label": "Stage 2 only, the study's prompt",
+        "set": {"model.prompt_file": "prompts/gao_study_zh.txt"},
+        "base": "same weights",
+        "base_note": ("the base rebuilt, since the prompt is one of its inputs, and checked to be the "
+                      "workspace's byte for byte but for its build record"),
+        "difference": "Stage 2 only: our prompt minus the study's",
+    },
 }
+BASE_RULES = ("same", "rebuilt", "same weights")
+BASE_RECORD = "build_info.json"  # the base's build record: it notes the prompt's token count
 FIGURES = ("accuracy", "f1", "auc")
 
 
@@ -104,13 +123,25 @@ def seeds_of(cfg: Any) -> list[int]:
     return seeds
 
 
-def run_experiments(cfg: Any, repo: Path) -> list[int]:
-    """Run the experiment of each seed of ``train.compare_seeds`` but the workspace's, unless one of
-    ``HEAD`` exists; returns the seeds run. Refuses to start when the workspace's Table 1 is stale."""
+def variants_of(only: list[str] | None) -> list[str]:
+    """The variants ``--only`` names (all of :data:`VARIANTS` when None), refused when one is unknown."""
+    if only is None:
+        return list(VARIANTS)
+    unknown = [v for v in only if v not in VARIANTS]
+    if unknown or not only:
+        raise SeedsError(f"--only {' '.join(only) or '(nothing)'}: the variants are {', '.join(VARIANTS)}")
+    return [v for v in VARIANTS if v in only]
+
+
+def run_experiments(cfg: Any, repo: Path, only: list[str] | None = None) -> list[int]:
+    """Run the experiment of each seed of ``train.compare_seeds`` but the workspace's and of each
+    variant and seed, unless one of ``HEAD`` exists; returns those run. With ``only`` (variant names),
+    those variants' experiments alone (:func:`collect` then keeps the rest of the committed record).
+    Refuses to start when the workspace's Table 1 is stale."""
     require_up_to_date(repo, TARGET, f"run `dvc repro` first, it is the seed {cfg.train_seed} arm")
     ran: list[int | tuple[int, str]] = []
-    todo: list[tuple[int, str | None]] = [(s, None) for s in seeds_of(cfg) if s != cfg.train_seed]
-    todo += [(s, v) for v in VARIANTS for s in seeds_of(cfg)]
+    todo: list[tuple[int, str | None]] = [] if only else [(s, None) for s in seeds_of(cfg) if s != cfg.train_seed]
+    todo += [(s, v) for v in variants_of(only) for s in seeds_of(cfg)]
     for seed, variant in todo:
         name = experiment_name(seed, variant)
         try:
@@ -205,8 +236,12 @@ def compare_variant(arms: list[dict[str, Any]], variant_arms: list[dict[str, Any
     return out
 
 
-def collect(cfg: Any, repo: Path) -> Path:
-    """Read the workspace arm, each seed's experiment and each variant's into ``<reports>/seeds.json``."""
+def collect(cfg: Any, repo: Path, only: list[str] | None = None) -> Path:
+    """Read the workspace arm, each seed's experiment and each variant's into ``<reports>/seeds.json``.
+
+    With ``only`` (variant names) the committed record keeps everything but those variants, which are
+    read from their experiments of ``HEAD``: allowed only while that record still describes this
+    workspace (:func:`_reusable_record`)."""
     reports, models = Path(cfg.paths.reports), Path(cfg.paths.models)
     if reports.is_absolute() or models.is_absolute():
         raise SeedsError("paths.reports and paths.models must be relative to the repository")
@@ -215,28 +250,36 @@ def collect(cfg: Any, repo: Path) -> Path:
         return {k: read_json(read(f"{models.as_posix()}/{k}/{CARD_FILE}"), f"{k}/{CARD_FILE}") for k in ROWS}
 
     seeds = seeds_of(cfg)
+    names = variants_of(only)
     require_up_to_date(repo, TARGET, f"run `dvc repro` first, it is the seed {cfg.train_seed} arm")
     head = git(repo, "rev-parse", "HEAD")
     upstream = [f"{Path(cfg.data.out_dir).as_posix()}/splits", f"{models.as_posix()}/base"]
     ws_lock = lock_outs(repo, head)
-    ws_t1 = repo / reports / "table1.json"
-    if not ws_t1.is_file():
-        raise SeedsError(f"{ws_t1} not found: run `dvc repro` first")
-    arms = [_arm(cfg.train_seed, read_json(ws_t1.read_bytes(), str(ws_t1)),
-                 cards_from(lambda p: (repo / p).read_bytes()), "workspace")]
     missing = [u for u in upstream if u not in ws_lock]
     if missing:
         raise SeedsError(f"dvc.lock at HEAD records no {missing}: run `dvc repro` and commit dvc.lock")
-    experiments = []
-    for seed in seeds:
-        if seed == cfg.train_seed:
-            continue
-        rev, baseline, at_rev, _ = _checked_experiment(cfg, repo, seed, None, ws_lock, upstream)
-        arms.append(_arm(seed, read_json(at_rev(f"{reports.as_posix()}/table1.json"), "table1.json"),
-                         cards_from(at_rev), f"experiment {experiment_name(seed)} ({rev[:12]})"))
-        experiments.append({"seed": seed, "name": experiment_name(seed), "rev": rev, "baseline_commit": baseline})
-    variants = {}
-    for variant, spec in VARIANTS.items():
+    out = repo / reports / SEEDS_FILE
+    ws_cards = cards_from(lambda p: (repo / p).read_bytes())
+    if only:
+        prior = _reusable_record(cfg, out, seeds, {u: ws_lock[u] for u in upstream}, ws_cards)
+        arms, experiments, variants = prior["seeds"], prior["experiments"], dict(prior.get("variants") or {})
+        commit = prior["commit"]
+    else:
+        ws_t1 = repo / reports / "table1.json"
+        if not ws_t1.is_file():
+            raise SeedsError(f"{ws_t1} not found: run `dvc repro` first")
+        arms = [_arm(cfg.train_seed, read_json(ws_t1.read_bytes(), str(ws_t1)), ws_cards, "workspace")]
+        experiments, variants, commit = [], {}, head
+        for seed in seeds:
+            if seed == cfg.train_seed:
+                continue
+            rev, baseline, at_rev, _ = _checked_experiment(cfg, repo, seed, None, ws_lock, upstream)
+            arms.append(_arm(seed, read_json(at_rev(f"{reports.as_posix()}/table1.json"), "table1.json"),
+                             cards_from(at_rev), f"experiment {experiment_name(seed)} ({rev[:12]})"))
+            experiments.append({"seed": seed, "name": experiment_name(seed), "rev": rev,
+                                "baseline_commit": baseline})
+    for variant in names:
+        spec = VARIANTS[variant]
         v_arms = []
         for seed in seeds:
             rev, baseline, at_rev, exp_lock = _checked_experiment(cfg, repo, seed, variant, ws_lock, upstream)
@@ -248,13 +291,42 @@ def collect(cfg: Any, repo: Path) -> Path:
             v_arms.append({"seed": seed, "source": source, "name": name, "rev": rev, "baseline_commit": baseline,
                            "base_md5": exp_lock.get(upstream[1]), "row": row})
         variants[variant] = {"label": spec["label"], "set": spec["set"], "difference_label": spec["difference"],
-                             "seeds": v_arms, **compare_variant(arms, v_arms)}
+                             "base_note": spec["base_note"], "collected_at": head, "seeds": v_arms,
+                             **compare_variant(arms, v_arms)}
+    variants = {k: variants[k] for k in VARIANTS if k in variants}  # one order, whatever ran first
     record = {"status": "measured", "command": COMMAND, "profile": cfg.profile, "changed_param": CHANGED_PARAM,
-              "commit": head, "inputs_md5": {u: ws_lock[u] for u in upstream}, "experiments": experiments,
+              "commit": commit, "inputs_md5": {u: ws_lock[u] for u in upstream}, "experiments": experiments,
               "seeds": arms, **compare(arms), "variants": variants}
-    out = repo / reports / SEEDS_FILE
     out.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return out
+
+
+def _reusable_record(cfg: Any, path: Path, seeds: list[int], inputs_md5: dict[str, str],
+                     ws_cards: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The committed record, for ``--only`` to add variants to, refused unless it still describes this
+    workspace: measured on this profile, over these seeds, on the splits and base this ``dvc.lock``
+    records, its workspace arm trained with the configuration of this workspace's detectors."""
+    rec = load_seeds(path)
+    redo = f"run `{COMMAND}` in full (without --only)"
+    if rec.get("status") != "measured":
+        raise SeedsError(f"--only adds variants to a measured {path.name}, and {path} is not one: {redo}")
+    ws = next((a for a in rec["seeds"] if a.get("source") == "workspace"), None)
+    problems = []
+    if rec.get("profile") != cfg.profile:
+        problems.append(f"profile {rec.get('profile')!r}, not {cfg.profile!r}")
+    if sorted(a["seed"] for a in rec["seeds"]) != sorted(seeds):
+        problems.append(f"seeds {[a['seed'] for a in rec['seeds']]}, not train.compare_seeds {seeds}")
+    if rec.get("inputs_md5") != inputs_md5:
+        problems.append(f"inputs {rec.get('inputs_md5')}, but dvc.lock records {inputs_md5}")
+    if ws is None or ws["seed"] != cfg.train_seed:
+        problems.append(f"its workspace arm is not seed {cfg.train_seed}")
+    else:
+        problems += [f"{row['model']} trained with configuration {row.get('config_hash')}, this workspace's with "
+                     f"{ws_cards[k].get('config_hash')}" for k, row in ws["rows"].items()
+                     if row.get("config_hash") != ws_cards[k].get("config_hash")]
+    if problems:
+        raise SeedsError(f"{path} no longer describes this workspace ({'; '.join(problems)}): {redo}")
+    return rec
 
 
 def _dotted(d: dict[str, Any], key: str) -> Any:
@@ -293,21 +365,41 @@ def _checked_experiment(cfg: Any, repo: Path, seed: int, variant: str | None, ws
         raise SeedsError(f"experiment {name!r} must differ from the workspace in {what} only; effective "
                          f"parameters that differ: {diff}")
     exp_lock = lock_outs(repo, rev)
-    rebuilt = {upstream[1]} if variant and VARIANTS[variant].get("moves_base") else set()
+    base = upstream[1]
+    rule = VARIANTS[variant].get("base", "same") if variant else "same"
+    if rule not in BASE_RULES:
+        raise SeedsError(f"variant {variant!r}: base rule {rule!r} is not one of {BASE_RULES}")
     moved = {u: [ws_lock[u], exp_lock.get(u)] for u in upstream
-             if u not in rebuilt and exp_lock.get(u) != ws_lock[u]}
+             if (u != base or rule == "same") and exp_lock.get(u) != ws_lock[u]}
     if moved:
         raise SeedsError(f"experiment {name!r} trained on other inputs than the workspace "
                          f"(dvc.lock md5, workspace vs experiment): {moved}")
-    same = [u for u in rebuilt if exp_lock.get(u) == ws_lock[u]]
-    if same:
-        raise SeedsError(f"experiment {name!r} was meant to rebuild {same}, but its dvc.lock md5 is the "
+    if rule == "rebuilt" and exp_lock.get(base) == ws_lock[base]:
+        raise SeedsError(f"experiment {name!r} was meant to rebuild {[base]}, but its dvc.lock md5 is the "
                          f"workspace's: the variant changed nothing there")
+    if rule == "same weights" and exp_lock.get(base) != ws_lock[base]:
+        differ = _files_differing(DVCFileSystem(repo=str(repo), rev=baseline), fs, base, ignore={BASE_RECORD})
+        if differ:
+            raise SeedsError(f"experiment {name!r} rebuilt {base} into another base than the workspace's "
+                             f"(files that differ: {differ}): it would measure the base, not "
+                             f"{', '.join(VARIANTS[variant]['set'])}")
     extra = changed_beyond_results(repo, baseline, rev)
     if extra:
         raise SeedsError(f"experiment {name!r} changed more than parameters and results: {extra} "
                          f"(it ran from an unclean workspace; `dvc exp remove {name}`, commit, then `{COMMAND}`)")
     return rev, baseline, at_rev, exp_lock
+
+
+def _files_differing(fs_a: Any, fs_b: Any, folder: str, ignore: set[str]) -> list[str]:
+    """Files under ``folder`` (relative names) that are not byte for byte the same in the two DVC file
+    systems, or are in one only; names in ``ignore`` aside."""
+    def digests(fs: Any) -> dict[str, str]:
+        return {rel: hashlib.sha256(fs.read_bytes(p)).hexdigest()
+                for p in fs.find(folder, detail=False)
+                if (rel := PurePosixPath(p).relative_to(folder).as_posix()) not in ignore}
+
+    a, b = digests(fs_a), digests(fs_b)
+    return sorted(f for f in a.keys() | b.keys() if a.get(f) != b.get(f))
 
 
 def load_seeds(path: str | Path) -> dict[str, Any]:
@@ -327,14 +419,17 @@ def load_seeds(path: str | Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m tasks.seeds", description=__doc__.split("\n")[0])
     ap.add_argument("--run", action="store_true", help="run the seeds' DVC experiments first (make seeds)")
+    ap.add_argument("--only", nargs="+", metavar="VARIANT", choices=list(VARIANTS),
+                    help="these variants alone, added to the committed record (which must still describe "
+                         f"this workspace); variants: {', '.join(VARIANTS)}")
     ap.add_argument("--params", default="params.yaml", help="the workspace's parameter file")
     args = ap.parse_args(argv)
     cfg = load_config(args.params)
     repo = Path(args.params).resolve().parent
     try:
         if args.run:
-            run_experiments(cfg, repo)
-        out = collect(cfg, repo)
+            run_experiments(cfg, repo, args.only)
+        out = collect(cfg, repo, args.only)
     except SeedsError as e:
         raise SystemExit(f"seeds: {e}") from None
     print(f"wrote {out}; `dvc repro table1` puts it in Table 1")

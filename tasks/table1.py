@@ -26,7 +26,7 @@ from chintox.metrics import rounded
 from chintox.provenance import dir_sha256, file_sha256
 from tasks.prompt_comparison import COMPARISON_FILE, DETECTOR, load_comparison
 from tasks.seeds import ROWS as SEED_ROWS
-from tasks.seeds import SEEDS_FILE, load_seeds
+from tasks.seeds import SEEDS_FILE, VARIANTS, load_seeds
 
 STUDY_TABLE = "gao_table1.csv"
 STUDY_CITATION = ("Gao, \"Efficient Detection of Toxic Content in Chinese Texts with Smaller-Scale Language "
@@ -256,7 +256,7 @@ def seeds_lines(rec: dict[str, Any], current: dict[str, str | None]) -> list[str
     standard deviation (range) over the training seeds, and the paired difference. ``current``: the
     ``config_hash`` of each row's detector in this workspace (None: no card); a row measured with another
     is marked Stale."""
-    lines = ["## Over training seeds: stage 1 + 2, and a base not pre-trained, against stage 2 only", ""]
+    lines = ["## Over training seeds: stage 1 + 2, and each variant, against stage 2 only", ""]
     if rec.get("status") != "measured":
         return [*lines, f"Not run yet: {rec.get('how', '`make seeds`')}.", ""]
     seeds = [a["seed"] for a in rec["seeds"]]
@@ -291,10 +291,11 @@ def seeds_lines(rec: dict[str, Any], current: dict[str, str | None]) -> list[str
         sets = ", ".join(f"`{k}` = {json.dumps(val)}" for k, val in v["set"].items())
         lines += ["", (f"{v['label']}: DVC experiments `seed-<s>-{name}`, the evaluate stage with {sets} and "
                        f"`train.seed` = {', '.join(str(a['seed']) for a in v['seeds'])}, nothing else changed "
-                       "(the same splits; the base rebuilt by that parameter); each seed's difference is paired "
-                       "with the stage-2 detector above of the same seed.")]
-    if not variants:
-        lines += ["", f"Pre-trained base against not: not in this record; `{rec['command']}` runs it."]
+                       f"(the same splits; {v.get('base_note', 'the base rebuilt by that parameter')}); each "
+                       "seed's difference is paired with the stage-2 detector above of the same seed.")]
+    for name, spec in VARIANTS.items():
+        if name not in variants:
+            lines += ["", f"{spec['label']}: not in this record; `{rec['command']} ONLY={name}` runs it."]
     return [*lines, ""]
 
 

@@ -72,7 +72,7 @@ Path("reports/table1.json").write_text(json.dumps({"measured": [
 
 STAGE2 = '''
 """The toy pipeline's `stage2`: "trains" the stage-2 detector from train.seed, on a pre-trained base
-or not (0.02 + 0.005 * (seed % 2) lower without)."""
+or not (0.02 + 0.005 * (seed % 2) lower without), with our prompt or the study's (0.01 lower)."""
 import json
 from pathlib import Path
 from chintox.config import load_config
@@ -81,6 +81,7 @@ cfg = load_config("params.yaml")
 s = cfg.train_seed
 pretrained = "pretrain 0" not in Path("models/base/content.txt").read_text()
 s2 = 0.70 + 0.01 * (s % 3) - (0 if pretrained else 0.02 + 0.005 * (s % 2))
+s2 -= 0.01 if "gao_study" in cfg.model.prompt_file else 0
 Path("models/stage2").mkdir(parents=True, exist_ok=True)
 Path("models/stage2/detector.json").write_text(json.dumps({"val_metrics": {"accuracy": s2, "f1": s2, "auc": s2},
                                                            "config_hash": f"h{s}"}))
@@ -100,15 +101,18 @@ Path("reports/metrics.json").write_text(json.dumps({"toxicn_test": {"default": b
 
 PREP = '''
 """The toy pipeline's upstream: the splits and the base the detectors train on, from inputs.txt; the
-base records model.tiny.pretrain_steps (0: not pre-trained)."""
+base records model.tiny.pretrain_steps (0: not pre-trained) and, in its build record only, the prompt
+(as the real base's build_info.json notes the prompt's token count)."""
 from pathlib import Path
 from chintox.config import load_config
 
-steps = load_config("params.yaml").model.tiny.pretrain_steps
+cfg = load_config("params.yaml")
+steps = cfg.model.tiny.pretrain_steps
 Path("data/splits").mkdir(parents=True, exist_ok=True)
 Path("data/splits/content.txt").write_text(Path("inputs.txt").read_text())
 Path("models/base").mkdir(parents=True, exist_ok=True)
 Path("models/base/content.txt").write_text(Path("inputs.txt").read_text() + f"pretrain {steps}")
+Path("models/base/build_info.json").write_text(f'{{"prompt": "{cfg.model.prompt_file}"}}')
 '''
 
 
@@ -133,6 +137,8 @@ def _make_toy(root) -> tuple:
             params:
               - model.tiny
               - profiles.${{profile}}.model.tiny
+              - model.prompt_file
+              - profiles.${{profile}}.model.prompt_file
             outs:
               - data/splits
               - models/base
@@ -145,6 +151,8 @@ def _make_toy(root) -> tuple:
             params:
               - train.seed
               - profiles.${{profile}}.train.seed
+              - model.prompt_file
+              - profiles.${{profile}}.model.prompt_file
             outs:
               - models/stage2
           evaluate:
@@ -178,7 +186,7 @@ def _make_toy(root) -> tuple:
 def toy_repo(tmp_path_factory):
     repo, cfg = _make_toy(tmp_path_factory.mktemp("seeds"))
     assert cfg.train.compare_seeds == [42, 1, 2] and cfg.train_seed == 42
-    assert run_experiments(cfg, repo) == [1, 2, (42, "no-pretrain"), (1, "no-pretrain"), (2, "no-pretrain")]
+    assert run_experiments(cfg, repo) == [1, 2, *((s, v) for v in ("no-pretrain", "study-prompt") for s in (42, 1, 2))]
     return repo, cfg
 
 
@@ -210,6 +218,17 @@ def test_each_seed_is_an_experiment_and_the_record_summarises_them(toy_repo):
     assert v["difference"]["cold_test.f1"]["per_seed"] == pytest.approx([0.02, 0.025, 0.02])
     assert "| Stage 2 only: pre-trained base minus not | 2.17 ± 0.29 (2.00–2.50) **larger than the spread**" in md
     assert "`seed-<s>-no-pretrain`" in md and "`model.tiny.pretrain_steps` = 0" in md
+    # the study's prompt: the base rebuilt (the prompt is one of its inputs) into the same weights
+    p = rec["variants"]["study-prompt"]
+    assert [a["seed"] for a in p["seeds"]] == [42, 1, 2] and p["collected_at"] == rec["commit"]
+    assert all(a["base_md5"] != rec["inputs_md5"]["models/base"] for a in p["seeds"])
+    d = p["difference"]["toxicn_test.accuracy"]
+    assert d["per_seed"] == pytest.approx([0.01, 0.01, 0.01]) and d["beyond_spread"] is True
+    assert "| Stage 2 only: our prompt minus the study's | 1.00 ± 0.00 (1.00–1.00) **larger than the spread**" in md
+    assert "checked to be the workspace's byte for byte but for its build record" in md
+    partial = {**rec, "variants": {"no-pretrain": rec["variants"]["no-pretrain"]}}  # a record from before it
+    assert ("Stage 2 only, the study's prompt: not in this record; `make seeds ONLY=study-prompt` runs it"
+            in "\n".join(seeds_lines(partial, dict.fromkeys(("stage2", "table1_arm/stage2"), "h42"))))
     # either detector trained with another configuration than the workspace's makes the section stale
     assert "Stale**: Stage 2 only" in "\n".join(seeds_lines(rec, {"stage2": "other", "table1_arm/stage2": "h42"}))
     assert "Stale**: Stage 1+2" in "\n".join(seeds_lines(rec, {"stage2": "h42", "table1_arm/stage2": "other"}))
@@ -266,10 +285,56 @@ def test_a_variant_experiment_that_is_not_the_variant_is_refused(tmp_path, monke
     with pytest.raises(SeedsError, match=r"seed-1-no-pretrain' must differ .* model.tiny.pretrain_steps \(= 0\) only"):
         seeds_mod._checked_experiment(cfg, repo, 1, "no-pretrain", ws_lock, upstream)
     monkeypatch.setitem(seeds_mod.VARIANTS, "rank-8", {"label": "r8", "set": {"train.stage2.lora_r": 8},
-                                                       "moves_base": True, "difference": "d"})
+                                                       "base": "rebuilt", "difference": "d"})
     run_experiment_command(cfg, repo, experiment_command(2, "rank-8"))
     with pytest.raises(SeedsError, match=r"meant to rebuild \['models/base'\].* changed nothing there"):
         seeds_mod._checked_experiment(cfg, repo, 2, "rank-8", ws_lock, upstream)
+
+
+def test_a_variant_that_keeps_the_base_weights_is_refused_when_the_base_came_out_different(tmp_path, monkeypatch):
+    """A variant whose parameter rebuilds the base only to record itself (the study's prompt) measures
+    its parameter only if the rebuilt base is the workspace's; one whose base came out otherwise would
+    measure the base."""
+    from tasks import seeds as seeds_mod
+
+    repo, cfg = _make_toy(tmp_path)
+    head = seeds_mod.git(repo, "rev-parse", "HEAD")
+    ws_lock, upstream = seeds_mod.lock_outs(repo, head), ["data/splits", "models/base"]
+    monkeypatch.setitem(seeds_mod.VARIANTS, "steps-5", {"label": "s5", "set": {"model.tiny.pretrain_steps": 5},
+                                                        "base": "same weights", "difference": "d"})
+    run_experiment_command(cfg, repo, experiment_command(1, "steps-5"))
+    with pytest.raises(SeedsError, match=r"rebuilt models/base into another base .*\['content.txt'\]"):
+        seeds_mod._checked_experiment(cfg, repo, 1, "steps-5", ws_lock, upstream)
+    monkeypatch.setitem(seeds_mod.VARIANTS["steps-5"], "base", "kept")
+    with pytest.raises(SeedsError, match="base rule 'kept' is not one of"):
+        seeds_mod._checked_experiment(cfg, repo, 1, "steps-5", ws_lock, upstream)
+
+
+def test_only_one_variant_keeps_the_rest_of_a_record_that_still_describes_the_workspace(toy_repo):
+    repo, cfg = toy_repo
+    full = load_seeds(collect(cfg, repo))
+    assert run_experiments(cfg, repo, ["study-prompt"]) == []  # its experiments of HEAD exist
+    again = load_seeds(collect(cfg, repo, ["study-prompt"]))
+    assert again == full
+    path = repo / "reports" / "seeds.json"
+    for field, value, refusal in (
+            ("inputs_md5", {"data/splits": "x", "models/base": "y"}, r"inputs \{'data/splits': 'x'"),
+            ("profile", "paper", "profile 'paper', not 'tiny'"),
+            ("seeds", full["seeds"][:2], r"seeds \[42, 1\], not train.compare_seeds \[42, 1, 2\]")):
+        path.write_text(json.dumps({**full, field: value}))
+        with pytest.raises(SeedsError, match=rf"seeds.json no longer describes this workspace \({refusal}.*in full"):
+            collect(cfg, repo, ["study-prompt"])
+    ws = {**full["seeds"][0], "rows": {**full["seeds"][0]["rows"],
+                                        "stage2": {**full["seeds"][0]["rows"]["stage2"], "config_hash": "old"}}}
+    path.write_text(json.dumps({**full, "seeds": [ws, *full["seeds"][1:]]}))
+    with pytest.raises(SeedsError, match=r"Stage 2 only \(ToxiCN\) trained with configuration old, this workspace's"):
+        collect(cfg, repo, ["study-prompt"])
+    path.write_text(json.dumps({"status": "not run", "how": "x"}))
+    with pytest.raises(SeedsError, match="is not one: run `make seeds` in full"):
+        collect(cfg, repo, ["study-prompt"])
+    with pytest.raises(SeedsError, match="the variants are no-pretrain, study-prompt"):
+        collect(cfg, repo, ["rank-8"])
+    collect(cfg, repo)  # the full record again, for the other tests
 
 
 def test_the_committed_record_and_the_placeholder_read(tmp_path):
