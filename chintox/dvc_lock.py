@@ -1,5 +1,7 @@
 """``dvc.lock`` at a commit: what a commit's pipeline says it produced. The one reader, shared by the
-flows (registration tags, pushes of outputs DVC leaves out) and ``make seeds`` (same splits and base)."""
+flows (registration tags, pushes of outputs DVC leaves out) and ``make seeds`` (same splits and base);
+and :func:`dvc_md5`, the md5 that ``dvc.lock`` would record for a path of the workspace, so that what is
+on disk can be compared with a record of it (Table 1's seeds section)."""
 
 from __future__ import annotations
 
@@ -31,4 +33,22 @@ def dvc_lock_outs(repo: str | Path, rev: str) -> dict[str, str]:
             if o.get("path") and o.get("md5")}
 
 
-__all__ = ["LockReadError", "dvc_lock_outs"]
+def dvc_md5(path: str | Path) -> str | None:
+    """The md5 DVC records in ``dvc.lock`` for the file or folder ``path`` as it is now (a folder's ends in
+    ``.dir``), computed by DVC's own hashing without writing to any cache; None when it does not exist."""
+    import tempfile
+
+    from dvc.fs import LocalFileSystem
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+
+    p = Path(path)
+    if not p.exists():
+        return None
+    fs = LocalFileSystem()
+    with tempfile.TemporaryDirectory() as scratch:
+        *_, obj = build(HashFileDB(fs, scratch), str(p.resolve()), fs, "md5", dry_run=True)
+    return obj.hash_info.value
+
+
+__all__ = ["LockReadError", "dvc_lock_outs", "dvc_md5"]

@@ -133,6 +133,11 @@ def variants_of(only: list[str] | None) -> list[str]:
     return [v for v in VARIANTS if v in only]
 
 
+def upstream_paths(cfg: Any) -> list[str]:
+    """What every arm must share, as ``dvc.lock`` names them: the splits, then the base (``upstream[1]``)."""
+    return [f"{Path(cfg.data.out_dir).as_posix()}/splits", f"{Path(cfg.paths.models).as_posix()}/base"]
+
+
 def run_experiments(cfg: Any, repo: Path, only: list[str] | None = None) -> list[int]:
     """Run the experiment of each seed of ``train.compare_seeds`` but the workspace's and of each
     variant and seed, unless one of ``HEAD`` exists; returns those run. With ``only`` (variant names),
@@ -253,7 +258,7 @@ def collect(cfg: Any, repo: Path, only: list[str] | None = None) -> Path:
     names = variants_of(only)
     require_up_to_date(repo, TARGET, f"run `dvc repro` first, it is the seed {cfg.train_seed} arm")
     head = git(repo, "rev-parse", "HEAD")
-    upstream = [f"{Path(cfg.data.out_dir).as_posix()}/splits", f"{models.as_posix()}/base"]
+    upstream = upstream_paths(cfg)
     ws_lock = lock_outs(repo, head)
     missing = [u for u in upstream if u not in ws_lock]
     if missing:

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from chintox.card import DetectorCard
+from chintox.dvc_lock import dvc_md5
 from chintox.evaluation import evaluate_scorer
 from chintox.metrics import rounded
 from chintox.provenance import dir_sha256, file_sha256
 from tasks.prompt_comparison import COMPARISON_FILE, DETECTOR, load_comparison
 from tasks.seeds import ROWS as SEED_ROWS
-from tasks.seeds import SEEDS_FILE, VARIANTS, load_seeds
+from tasks.seeds import SEEDS_FILE, VARIANTS, load_seeds, upstream_paths
 
 STUDY_TABLE = "gao_table1.csv"
 STUDY_CITATION = ("Gao, \"Efficient Detection of Toxic Content in Chinese Texts with Smaller-Scale Language "
@@ -209,7 +210,8 @@ def render_table1(rows: list[dict[str, Any]], cfg: Any, published: list[dict[str
     if comparison is not None:
         lines += _comparison_lines(comparison)
     if seeds is not None:
-        lines += seeds_lines(seeds, {k: _config_hash(Path(cfg.paths.models) / k) for k in SEED_ROWS})
+        lines += seeds_lines(seeds, {k: _config_hash(Path(cfg.paths.models) / k) for k in SEED_ROWS},
+                             {u: dvc_md5(u) for u in upstream_paths(cfg)})
     return "\n".join(lines)
 
 
@@ -251,11 +253,14 @@ def _mean_sd(d: dict[str, float]) -> str:
     return f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f} ({100 * d['min']:.2f}–{100 * d['max']:.2f})"
 
 
-def seeds_lines(rec: dict[str, Any], current: dict[str, str | None]) -> list[str]:
+def seeds_lines(rec: dict[str, Any], current: dict[str, str | None],
+                inputs: dict[str, str | None] | None = None) -> list[str]:
     """The multi-seed section (``seeds.json`` from ``make seeds``): each detector's figures as mean ±
     standard deviation (range) over the training seeds, and the paired difference. ``current``: the
     ``config_hash`` of each row's detector in this workspace (None: no card); a row measured with another
-    is marked Stale."""
+    is marked Stale. ``inputs``: the DVC md5 of this workspace's splits and base (None: not there); the
+    section is Stale when the record was measured on others (a base rebuilt on another machine is
+    another base)."""
     lines = ["## Over training seeds: stage 1 + 2, and each variant, against stage 2 only", ""]
     if rec.get("status") != "measured":
         return [*lines, f"Not run yet: {rec.get('how', '`make seeds`')}.", ""]
@@ -273,6 +278,12 @@ def seeds_lines(rec: dict[str, Any], current: dict[str, str | None]) -> list[str
     if stale:
         lines += ["", (f"**Stale**: {' and '.join(stale)} measured with another configuration than this table's "
                        f"detector. Run `{rec['command']}` again.")]
+    moved = {u: [rec.get("inputs_md5", {}).get(u), md5] for u, md5 in (inputs or {}).items()
+             if md5 is not None and rec.get("inputs_md5", {}).get(u) != md5}
+    if moved:
+        lines += ["", ("**Stale**: measured on other inputs than this table's (DVC md5, record vs this "
+                       f"workspace: {'; '.join(f'{u} {a} vs {b}' for u, (a, b) in moved.items())}). Run "
+                       f"`{rec['command']}` again.")]
     figs = [("toxicn_val.f1", "ToxiCN val F1"), ("toxicn_val.accuracy", "ToxiCN val Acc"),
             ("toxicn_test.accuracy", "ToxiCN test Acc"), ("toxicn_test.f1", "ToxiCN test F1"),
             ("cold_test.accuracy", "COLD Acc"), ("cold_test.f1", "COLD F1")]

@@ -13,7 +13,8 @@ import yaml
 from _eval_fixtures import REPO, commit_pipeline
 
 from chintox.config import config_from_dict, load_config
-from tasks.experiments import run_experiment_command
+from chintox.dvc_lock import dvc_md5
+from tasks.experiments import lock_outs, run_experiment_command
 from tasks.seeds import (
     SeedsError,
     collect,
@@ -229,6 +230,16 @@ def test_each_seed_is_an_experiment_and_the_record_summarises_them(toy_repo):
     partial = {**rec, "variants": {"no-pretrain": rec["variants"]["no-pretrain"]}}  # a record from before it
     assert ("Stage 2 only, the study's prompt: not in this record; `make seeds ONLY=study-prompt` runs it"
             in "\n".join(seeds_lines(partial, dict.fromkeys(("stage2", "table1_arm/stage2"), "h42"))))
+    # the section is stale when the workspace's splits or base are not those the record was measured on,
+    # as DVC hashes them: the toy workspace's are (dvc_md5 reads what dvc.lock records), another base is not
+    h42 = dict.fromkeys(("stage2", "table1_arm/stage2"), "h42")
+    here = {u: dvc_md5(repo / u) for u in ("data/splits", "models/base")}
+    assert here == rec["inputs_md5"] == {u: lock_outs(repo, rec["commit"])[u] for u in here}
+    assert "Stale" not in "\n".join(seeds_lines(rec, h42, here))
+    assert "Stale" not in "\n".join(seeds_lines(rec, h42, {**here, "models/base": None}))  # not there: untold
+    moved = "\n".join(seeds_lines(rec, h42, {**here, "models/base": "0123.dir"}))
+    assert f"**Stale**: measured on other inputs than this table's (DVC md5, record vs this workspace: " \
+           f"models/base {here['models/base']} vs 0123.dir)" in moved
     # either detector trained with another configuration than the workspace's makes the section stale
     assert "Stale**: Stage 2 only" in "\n".join(seeds_lines(rec, {"stage2": "other", "table1_arm/stage2": "h42"}))
     assert "Stale**: Stage 1+2" in "\n".join(seeds_lines(rec, {"stage2": "h42", "table1_arm/stage2": "other"}))
