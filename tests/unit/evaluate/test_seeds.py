@@ -348,6 +348,26 @@ def test_only_one_variant_keeps_the_rest_of_a_record_that_still_describes_the_wo
     collect(cfg, repo)  # the full record again, for the other tests
 
 
+def test_table1_hashes_this_workspaces_splits_and_base_against_the_record(toy_repo, monkeypatch):
+    """Table 1 (render_table1, as the table1 stage runs it from the repository root) reads the splits and
+    base of its own configuration: the record's, until the base on disk is another."""
+    from tasks.table1 import render_table1
+
+    repo, cfg = toy_repo
+    rec = load_seeds(collect(cfg, repo))
+    monkeypatch.chdir(repo)
+    monkeypatch.setattr("tasks.table1._config_hash", lambda _: "h42")  # the toy's cards are not full cards
+    assert "measured on other inputs" not in render_table1([], cfg, [], None, rec)
+    base = repo / "models" / "base" / "content.txt"
+    kept = base.read_text()
+    try:
+        base.write_text(kept + "rebuilt elsewhere")
+        assert "measured on other inputs than this table's (DVC md5, record vs this workspace: models/base " \
+               in render_table1([], cfg, [], None, rec)
+    finally:
+        base.write_text(kept)
+
+
 def test_the_committed_record_and_the_placeholder_read(tmp_path):
     committed = load_seeds(REPO / "reports" / "seeds.json")  # make seeds has run: a measured record
     assert committed["status"] == "measured" and len(committed["seeds"]) >= 3
