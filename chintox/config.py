@@ -88,6 +88,9 @@ class TinyModelConfig(Qwen2Shape):
     pretrain_precision: Literal["bf16", "float32"]  # bf16: autocast where the device computes it natively
     pretrain_cold_train: bool  # COLD train's texts (no labels) in the pre-training corpus
     pretrain_save_every_steps: int
+    # times each ToxiCN train / COLD train text (the detector's domain) is in the pre-training stream;
+    # COIG-CQIA's texts are in it once. The tokenizer sees every text once either way.
+    pretrain_domain_repeat: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -97,6 +100,8 @@ class TinyModelConfig(Qwen2Shape):
         if self.pretrain_seq_len > self.max_position_embeddings:
             raise ConfigError(f"model.tiny.pretrain_seq_len ({self.pretrain_seq_len}) exceeds "
                               f"max_position_embeddings ({self.max_position_embeddings})")
+        if self.pretrain_domain_repeat < 1:
+            raise ConfigError(f"model.tiny.pretrain_domain_repeat must be >= 1, got {self.pretrain_domain_repeat}")
         if self.pretrain_precision not in ("bf16", "float32"):
             raise ConfigError(f"model.tiny.pretrain_precision must be bf16|float32, got {self.pretrain_precision!r}")
 

@@ -286,6 +286,29 @@ def pretraining_corpus(cfg: Config) -> tuple[list[str], dict[str, Any]]:
     return texts, record
 
 
+DOMAIN_SOURCES = ("toxicn_train", "cold_train")  # the detector's own kind of text, in the corpus unlabelled
+
+
+def pretraining_stream(texts: list[str], corpus: dict[str, Any], repeat: int) -> list[str]:
+    """The texts pre-training packs: ``texts`` (:func:`pretraining_corpus`, source by source, as its
+    record ``corpus`` counts them) once each, and the texts of :data:`DOMAIN_SOURCES` ``repeat``
+    times in all (``model.tiny.pretrain_domain_repeat``): the steps spend more of their tokens on the
+    kind of text the detector judges. Only training-side texts are repeated; none is added."""
+    if repeat == 1:
+        return texts
+    sources = corpus.get("sources")
+    if not sources or sum(v["texts"] for v in sources.values()) != len(texts):
+        raise ValueError("model.tiny.pretrain_domain_repeat > 1 needs the corpus record of pretraining_corpus "
+                         "(per-source counts adding up to the texts)")
+    domain: list[str] = []
+    at = 0
+    for name, v in sources.items():
+        if name in DOMAIN_SOURCES:
+            domain += texts[at: at + v["texts"]]
+        at += v["texts"]
+    return texts + domain * (repeat - 1)
+
+
 def _capped(texts: list[str], max_chars: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     order = list(range(len(texts)))
@@ -330,7 +353,9 @@ def build_tiny_base(cfg: Config, texts: list[str], out_dir: Path,
     pretrained: dict[str, Any] = {}
     if tcfg.pretrain_steps > 0:
         heldout = [r["text"] for r in load_split(cfg.data.out_dir, "toxicn_val")]
-        pretrained = pretrain(cfg, model, tokenizer, texts, heldout, corpus["sha256"])
+        stream = pretraining_stream(texts, corpus, tcfg.pretrain_domain_repeat)
+        pretrained = pretrain(cfg, model, tokenizer, stream, heldout, corpus["sha256"])
+        pretrained |= {"pretrain_domain_repeat": tcfg.pretrain_domain_repeat, "pretrain_stream_texts": len(stream)}
     out_dir.mkdir(parents=True, exist_ok=True)
     model.to(torch.float32).save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
@@ -445,5 +470,5 @@ def run_base(cfg: Config) -> Path:
 
 
 __all__ = ["ModelLoadError", "build_rehearsal_base", "build_tiny_base", "build_tiny_model", "perplexity",
-           "pretraining_corpus", "run_base",
+           "pretraining_corpus", "pretraining_stream", "run_base",
            "train_tokenizer"]

@@ -240,8 +240,11 @@ def base_summary(base_dir: Path) -> str | None:
     parts = ", ".join(f"{names.get(k, k)} {v['texts']:,} texts" for k, v in src.items())
     cold = "in" if "cold_train" in src else "out (`model.tiny.pretrain_cold_train: false`)"
     left = sum(v.get("left_out_held_out_text", 0) for v in src.values())
+    repeat = info.get("pretrain_domain_repeat", 1)
+    rep = (f", in which each ToxiCN train and COLD train text is {repeat} times "
+           f"(`model.tiny.pretrain_domain_repeat`)" if repeat > 1 else "")
     return (text + f"; pre-trained as a causal LM for {info['pretrain_steps']} steps "
-            f"({info['pretrain_tokens'] / 1e6:.1f}M tokens, {info['pretrain_passes']:.2f} passes over the corpus) "
+            f"({info['pretrain_tokens'] / 1e6:.1f}M tokens, {info['pretrain_passes']:.2f} passes over the corpus{rep}) "
             f"on {corpus.get('chars', 0) / 1e6:.1f}M characters: {parts}; COLD train's texts {cold}; "
             f"{left} texts left out as validation/evaluation texts; corpus sha256 "
             f"`{corpus.get('sha256', '')[:12]}`. Held-out perplexity on the {info['heldout_texts']} ToxiCN val "

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from testutil import micro_config
 
 from chintox.splits import HELD_OUT_SPLITS, load_split, write_split
 from chintox.textnorm import normalise, normalise_many
-from tasks.base_model import pretraining_corpus
+from tasks.base_model import pretraining_corpus, pretraining_stream
 
 
 def _labelled(prefix: str, texts: list[str], split: str) -> list[dict]:
@@ -57,6 +58,25 @@ def test_planted_leaks_are_left_out_and_counted(tmp_path: Path) -> None:
     texts2, record2 = pretraining_corpus(micro_config(tmp_path, **{"model.tiny.pretrain_cold_train": False}))
     assert "cold_train" not in record2["sources"] and "冷数据集里的普通一句" not in texts2
     assert record2["sha256"] != record["sha256"]
+
+
+def test_the_stream_repeats_the_domain_texts_and_adds_nothing(tmp_path: Path) -> None:
+    cfg = micro_config(tmp_path)
+    out = cfg.data.out_dir
+    for name in HELD_OUT_SPLITS:
+        write_split(out, name, _labelled(name, [f"{name} 的一条"], "test"))
+    write_split(out, "stage1", [{"id": "s1-0", "messages": [{"role": "user", "content": "问"},
+                                                            {"role": "assistant", "content": "答"}],
+                                 "subset": "x", "task_type": None, "domain": None}])
+    write_split(out, "toxicn_train", _labelled("toxicn_train", ["训练一", "训练二"], "train"))
+    write_split(out, "cold_train", [{"id": "c-0", "text": "冷一", "source": "cold", "split": "train"}])
+    texts, record = pretraining_corpus(cfg)
+    assert pretraining_stream(texts, record, 1) == texts
+    stream = pretraining_stream(texts, record, 3)
+    assert sorted(stream) == sorted(["问", "答"] + ["训练一", "训练二", "冷一"] * 3)
+    assert stream[: len(texts)] == texts  # the corpus once, in its order, then the repeats
+    with pytest.raises(ValueError, match="needs the corpus record of pretraining_corpus"):
+        pretraining_stream(texts, {"sha256": record["sha256"]}, 3)  # no per-source counts: no guessing
 
 
 def test_real_corpus_holds_no_held_out_text(tmp_path: Path, shared_datasets: Path) -> None:

@@ -135,6 +135,10 @@ def test_the_base_paragraph_says_what_the_tiny_base_read(tmp_path):
     for part in ("800 steps (3.3M tokens, 0.40 passes", "11.1M characters", "COLD train (texts only) 25,572 texts",
                  "COLD train's texts in;", "3 texts left out", "`abababababab`", "8362 before pre-training, 795.3 after"):
         assert part in text, part
+    assert "times (`model.tiny.pretrain_domain_repeat`)" not in text
+    (base / "build_info.json").write_text(json.dumps(info | {"pretrain_domain_repeat": 4}))
+    assert "0.40 passes over the corpus, in which each ToxiCN train and COLD train text is 4 times " \
+           "(`model.tiny.pretrain_domain_repeat`))" in base_summary(base)
     del corpus["sources"]["cold_train"]
     (base / "build_info.json").write_text(json.dumps(info))
     assert "COLD train's texts out (`model.tiny.pretrain_cold_train: false`)" in base_summary(base)
