@@ -91,6 +91,9 @@ class TinyModelConfig(Qwen2Shape):
     # times each ToxiCN train / COLD train text (the detector's domain) is in the pre-training stream;
     # COIG-CQIA's texts are in it once. The tokenizer sees every text once either way.
     pretrain_domain_repeat: int = 1
+    # torch.compile of the pre-training step (fixed shapes: one compilation, ~25 s on 2 cores). auto:
+    # where inductor can build kernels here (a C++ compiler; Triton on CUDA), else eager with a log line
+    pretrain_compile: Literal["auto", "always", "never"] = "never"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -102,6 +105,8 @@ class TinyModelConfig(Qwen2Shape):
                               f"max_position_embeddings ({self.max_position_embeddings})")
         if self.pretrain_domain_repeat < 1:
             raise ConfigError(f"model.tiny.pretrain_domain_repeat must be >= 1, got {self.pretrain_domain_repeat}")
+        if self.pretrain_compile not in ("auto", "always", "never"):
+            raise ConfigError(f"model.tiny.pretrain_compile must be auto|always|never, got {self.pretrain_compile!r}")
         if self.pretrain_precision not in ("bf16", "float32"):
             raise ConfigError(f"model.tiny.pretrain_precision must be bf16|float32, got {self.pretrain_precision!r}")
 

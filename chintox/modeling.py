@@ -36,6 +36,28 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+def inductor_available(device: str) -> tuple[bool, str]:
+    """(whether ``torch.compile``'s default backend can build kernels for ``device`` here, why not).
+
+    Inductor writes C++ for a CPU (it needs the compiler its config names, ``g++`` by default, or
+    ``$CXX``) and Triton for CUDA (the ``triton`` package). Checked before compiling, so a machine
+    without them runs eager with a log line instead of failing at the first step."""
+    import importlib.util
+    import os
+    import shutil
+
+    if device.startswith("cuda"):
+        if importlib.util.find_spec("triton") is None:
+            return False, "the triton package is not installed"
+        return True, ""
+    from torch._inductor import config as inductor_config
+
+    names = list(dict.fromkeys(n for n in (os.environ.get("CXX"), *inductor_config.cpp.cxx) if n))
+    if not any(shutil.which(n) for n in names):
+        return False, f"no C++ compiler on PATH (looked for {', '.join(names)})"
+    return True, ""
+
+
 def resolve_dtype(name: str, device: str) -> tuple[str, str | None]:
     """(the dtype a model runs in on ``device``, why it differs from ``name`` or None).
 

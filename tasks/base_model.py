@@ -15,12 +15,13 @@ it from there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,7 @@ def pretrain(cfg: Config, model: Any, tokenizer: Any, texts: list[str], heldout:
     if tcfg.pretrain_precision == "bf16" and not bf16:
         log.warning("model.tiny.pretrain_precision bf16 -> float32: this %s has no native bfloat16", device)
     accelerator = SingleProcess(device, bf16)
+    compiled = _use_compile(tcfg.pretrain_compile, device)
     t0 = time.time()
     data = _pack(tokenizer, texts, tcfg.pretrain_seq_len, cfg.data.seed)
     n_seq, bsz = data.size(0), tcfg.pretrain_batch_size
@@ -189,13 +191,18 @@ def pretrain(cfg: Config, model: Any, tokenizer: Any, texts: list[str], heldout:
              tcfg.pretrain_seq_len, time.time() - t0, tcfg.pretrain_steps, bsz, need / n_seq, ppl_before)
     dev = accelerator.device
 
+    # every batch has the same shape, so a compiled forward (and its backward) is built once; it shares
+    # the model's parameters, so the loop's optimizer, checkpoints and saved weights are the model's own
+    forward = torch.compile(model, dynamic=False) if compiled else model
+
     def loss_fn(m: Any, idx: list[int]) -> tuple[Any, int]:
         batch = data[rows[idx]].to(dev)
-        return m(input_ids=batch, labels=batch).loss, batch.numel()
+        return forward(input_ids=batch, labels=batch).loss, batch.numel()
 
     chash = hashlib.sha256(json.dumps(
-        {"tiny": {k: v for k, v in vars(tcfg).items() if k not in ("pretrain_save_every_steps",)},
-         "corpus": corpus_hash, "seed": cfg.data.seed, "bf16": bf16,
+        {"tiny": {k: v for k, v in vars(tcfg).items()
+                  if k not in ("pretrain_save_every_steps", "pretrain_compile")},
+         "corpus": corpus_hash, "seed": cfg.data.seed, "bf16": bf16, "compiled": compiled,
          # the token ids the checkpoints were trained on: a resume with another tokenizer starts afresh
          "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()},
         sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -210,13 +217,14 @@ def pretrain(cfg: Config, model: Any, tokenizer: Any, texts: list[str], heldout:
         if run is not None:
             mlflow.log_params({f"model.tiny.{k}": v for k, v in vars(tcfg).items()}
                               | {"pretrain_corpus_sha256": corpus_hash, "pretrain_texts": len(texts),
-                                 "pretrain_sequences": n_seq, "bf16_autocast": bf16})
+                                 "pretrain_sequences": n_seq, "bf16_autocast": bf16, "compiled": compiled})
         spec = LoopSpec(n_examples=need, batch_size=bsz, grad_accum=1, epochs=1, lr=tcfg.pretrain_lr,
                         warmup_ratio=tcfg.pretrain_warmup_ratio, weight_decay=0.01,
                         save_every_steps=tcfg.pretrain_save_every_steps, seed=cfg.data.seed, loss_fn=loss_fn,
                         log_metrics=log_metrics, desc="pre-train tiny base")
         t1 = time.time()
-        result = run_loop(model, spec, ckpts, accelerator)
+        with _deterministic(compiled, device):
+            result = run_loop(model, spec, ckpts, accelerator)
         train_s = time.time() - t1
         load_trainable_state(model, result["best_state"])
         ppl_after = perplexity(model, tokenizer, heldout, tcfg.pretrain_seq_len)
@@ -230,8 +238,44 @@ def pretrain(cfg: Config, model: Any, tokenizer: Any, texts: list[str], heldout:
              train_s, ppl_before, ppl_after,
              f" (resumed from {result['resumed_from']})" if result["resumed_from"] else "")
     return {"pretrain_tokens": need * tcfg.pretrain_seq_len, "pretrain_passes": round(need / n_seq, 4),
-            "pretrain_sequences_available": n_seq, "pretrain_bf16_autocast": bf16, **figures,
+            "pretrain_sequences_available": n_seq, "pretrain_bf16_autocast": bf16, "pretrain_compiled": compiled,
+            **figures,
             "heldout_texts": len(heldout)}
+
+
+@contextlib.contextmanager
+def _deterministic(on: bool, device: str) -> Iterator[None]:
+    """Deterministic kernels while ``on``: inductor's CPU backward otherwise accumulates (the embedding
+    gradient) in thread order, so two compiled runs, or a resumed and an uninterrupted one, differ in
+    the last bits. Eager CPU kernels are deterministic already. On CUDA only a warning where a kernel
+    has no deterministic form (cuBLAS needs an environment variable set before start-up): exact resume
+    is promised on a CPU. The process-wide flag is restored."""
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled()
+    if on:
+        torch.use_deterministic_algorithms(True, warn_only=device.startswith("cuda"))
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def _use_compile(choice: str, device: str) -> bool:
+    """``model.tiny.pretrain_compile`` resolved on this machine: always (an error if inductor cannot
+    build kernels here), never, or auto (compiled where it can, else eager, said in the log)."""
+    from chintox.modeling import inductor_available
+
+    if choice == "never":
+        return False
+    ok, why = inductor_available(device)
+    if ok:
+        return True
+    if choice == "always":
+        raise RuntimeError(f"model.tiny.pretrain_compile is 'always' but torch.compile cannot run on this "
+                           f"{device}: {why}. Install it, or set model.tiny.pretrain_compile to auto or never")
+    log.info("pre-training eager (model.tiny.pretrain_compile auto): %s", why)
+    return False
 
 
 def corpus_sha256(texts: Iterable[str]) -> str:

@@ -5,6 +5,8 @@ Tolerance: exact, as for stage 2 (tests/unit/train/test_resume.py). The pre-trai
 same resumable loop: weights, optimizer, scheduler, RNG states and the data order are restored, the
 tokenizer and the initial model are rebuilt deterministically, and CPU kernels (bf16 autocast
 included) are deterministic at a fixed thread count; so the saved model files are compared byte for byte.
+Run eager and compiled (``model.tiny.pretrain_compile``: the tiny profile compiles where it can; every
+process compiles afresh, so the resumed run must build the same kernels as the uninterrupted one).
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ def _splits(root: Path) -> None:
     write_jsonl(d / "stage1.jsonl", stage1_records(48, 3))
 
 
-def _start(root: Path, log: Path) -> subprocess.Popen:
+def _start(root: Path, log: Path, steps: dict) -> subprocess.Popen:
     with log.open("w") as fh:  # a file, never an unread pipe (it would block the progress output)
-        return subprocess.Popen(cli_args(root, "base", **STEPS), cwd=REPO, env=cli_env(), text=True,
+        return subprocess.Popen(cli_args(root, "base", **steps), cwd=REPO, env=cli_env(), text=True,
                                 stdout=fh, stderr=subprocess.STDOUT)
 
 
@@ -44,13 +46,15 @@ def _checkpoint_steps(root: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compile_mode", ["never", "always"])
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path, compile_mode: str) -> None:
+    steps = STEPS | {"model.tiny.pretrain_compile": compile_mode}
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     for root in (killed, clean):
         _splits(root)
 
     log1 = tmp_path / "base-kill.log"
-    proc = _start(killed, log1)
+    proc = _start(killed, log1, steps)
     t0 = time.time()
     while not (_checkpoint_steps(killed) and _checkpoint_steps(killed)[-1] >= 4):
         if proc.poll() is not None:
@@ -68,7 +72,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
 
     for root, name in ((killed, "base-resume.log"), (clean, "base-clean.log")):
         with (tmp_path / name).open("w") as fh:
-            rc = subprocess.run(cli_args(root, "base", **STEPS), check=False, cwd=REPO, env=cli_env(), text=True,
+            rc = subprocess.run(cli_args(root, "base", **steps), check=False, cwd=REPO, env=cli_env(), text=True,
                                 stdout=fh, stderr=subprocess.STDOUT, timeout=600).returncode
         assert rc == 0, (tmp_path / name).read_text(errors="replace")[-3000:]
     out = (tmp_path / "base-resume.log").read_text(errors="replace")
@@ -80,5 +84,6 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     info_a, info_b = (json.loads((d / "build_info.json").read_text()) for d in (a, b))
     assert info_a == info_b
     assert info_a["pretrain_steps"] == 16
+    assert info_a["pretrain_compiled"] is (compile_mode == "always")
     assert info_a["heldout_perplexity_after"] < info_a["heldout_perplexity_before"]
     assert not _checkpoint_steps(killed)  # a finished pre-training leaves no checkpoint behind
