@@ -1,6 +1,7 @@
 """Pre-training throughput of the tiny base: float32 against bf16 autocast, at the configured shape and
-at neighbouring ones, measured in one run (rounds alternate the order; ratios against this run's own
-float32 baseline, never a number from another day).
+at neighbouring ones, and the configured shape compiled (``model.tiny.pretrain_compile``), measured in
+one run (rounds alternate the order; ratios against this run's own float32 baseline, never a number
+from another day).
 
 The step is the base step's: a full causal-LM forward and backward on ``pretrain_batch_size`` packed
 sequences of ``pretrain_seq_len`` tokens, AdamW update, through the same autocast the step uses
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def _tokens_per_s(tcfg, bf16: bool, steps: int, vocab: int) -> list[float]:
+def _tokens_per_s(tcfg, bf16: bool, steps: int, vocab: int, compiled: bool = False) -> list[float]:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -37,17 +38,22 @@ def _tokens_per_s(tcfg, bf16: bool, steps: int, vocab: int) -> list[float]:
         tie_word_embeddings=True, use_sliding_window=False))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     acc = SingleProcess("cpu", bf16)
+    # model.tiny.pretrain_compile: the step compiles the model once (fixed shapes) and runs it under
+    # deterministic kernels, as here; the first (excluded) step carries the compilation
+    torch.use_deterministic_algorithms(compiled)
+    forward = torch.compile(model, dynamic=False) if compiled else model
     x = torch.randint(0, vocab, (tcfg.pretrain_batch_size, tcfg.pretrain_seq_len))
     rates = []
     for i in range(steps + 1):
         t = time.perf_counter()
         with acc.autocast():
-            loss = model(input_ids=x, labels=x).loss
+            loss = forward(input_ids=x, labels=x).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if i:  # the first step warms up kernels and allocations
+        if i:  # the first step warms up kernels and allocations (and compiles)
             rates.append(x.numel() / (time.perf_counter() - t))
+    torch.use_deterministic_algorithms(False)
     return rates
 
 
@@ -77,12 +83,16 @@ def main() -> None:
         for name, shape in shapes.items():
             for bf16 in order:
                 rates[(name, bf16)] += _tokens_per_s(shape, bf16, args.steps, t.vocab_size)
+        for bf16 in order:  # the configured shape again, compiled: its eager rows are this round's baseline
+            rates.setdefault(("configured, compiled", bf16), [])
+            rates[("configured, compiled", bf16)] += _tokens_per_s(t, bf16, args.steps, t.vocab_size, compiled=True)
+    shapes["configured, compiled"] = t
     rows = []
     base = statistics.median(rates[("configured (256 x 4)", False)])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 native: {cpu_supports_bf16()}")
     print(f"{'shape':24} {'precision':13} {'tokens/s':>9} {'vs fp32 same shape':>19} {'vs configured fp32':>19}")
     for name in shapes:
-        fp32 = statistics.median(rates[(name, False)])
+        fp32 = statistics.median(rates[("configured (256 x 4)" if "compiled" in name else name, False)])
         for bf16 in precisions:
             med = statistics.median(rates[(name, bf16)])
             rows.append({"shape": name, "precision": "bf16 autocast" if bf16 else "float32", "tokens_per_s": med,
