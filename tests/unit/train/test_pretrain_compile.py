@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-import tasks.base_model as base_model
 from chintox.config import ConfigError, load_config
 from chintox.modeling import inductor_available
+from tasks import base_model
 
 
 def test_auto_and_never_run_eager_where_inductor_cannot(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,7 +30,10 @@ def test_no_cpp_compiler_on_path_is_reported(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setenv("CXX", "my-cxx")
     ok, why = inductor_available("cpu")
     assert not ok
-    assert why == "no C++ compiler on PATH (looked for my-cxx)"
+    from torch._inductor import config  # its default (g++) is read from $CXX when first imported
+
+    looked = ", ".join(dict.fromkeys(n for n in ("my-cxx", *config.cpp.cxx) if n))
+    assert why == f"no C++ compiler on PATH (looked for {looked})"
 
 
 def test_deterministic_flag_is_restored() -> None:
