@@ -7,6 +7,7 @@ would pick whichever was imported first.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,22 @@ from chintox.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO.parent / "shared" / "datasets").resolve()
+DVC_TEMPLATE = re.compile(r"\$\{\s*([\w.]+)\s*\}")  # dvc.yaml's ${a.b}
+
+
+def lookup(tree: dict, dotted: str):
+    """``tree``'s value at the dotted key ``a.b``; KeyError naming the key when it is missing."""
+    cur = tree
+    for k in dotted.split("."):
+        if not isinstance(cur, dict) or k not in cur:
+            raise KeyError(dotted)
+        cur = cur[k]
+    return cur
+
+
+def resolve_dvc_template(text: str, params: dict) -> str:
+    """``${a.b}`` in ``text`` replaced by ``params``' value, as DVC does."""
+    return DVC_TEMPLATE.sub(lambda m: str(lookup(params, m.group(1))), text)
 
 
 def micro_overrides(root: Path) -> dict[str, str]:

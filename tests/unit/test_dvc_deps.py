@@ -22,7 +22,6 @@ without its stage's deps following. Run it alone after moving code:
 from __future__ import annotations
 
 import ast
-import re
 import shlex
 from collections import deque
 from functools import cache
@@ -30,11 +29,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from testutil import DVC_TEMPLATE, lookup, resolve_dvc_template
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("chintox", "tasks")
 TWIN = "profiles.${profile}."
-TEMPLATE = re.compile(r"\$\{\s*([\w.]+)\s*\}")
 
 
 @cache
@@ -47,18 +46,9 @@ def _stages() -> dict[str, dict]:
     return yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
 
 
-def _lookup(tree: dict, dotted: str):
-    cur = tree
-    for k in dotted.split("."):
-        if not isinstance(cur, dict) or k not in cur:
-            raise KeyError(dotted)
-        cur = cur[k]
-    return cur
-
-
 def _resolve(text: str) -> str:
     """``${a.b}`` replaced by params.yaml's value, as DVC does."""
-    return TEMPLATE.sub(lambda m: str(_lookup(_params(), m.group(1))), text)
+    return resolve_dvc_template(text, _params())
 
 
 def _entries(items) -> list[str]:
@@ -205,7 +195,7 @@ def _templated_keys() -> set[str]:
         for section in ("deps", "outs", "metrics", "plots"):
             texts += _entries(spec.get(section))
         for t in texts:
-            keys |= set(TEMPLATE.findall(str(t)))
+            keys |= set(DVC_TEMPLATE.findall(str(t)))
     return keys
 
 
@@ -218,7 +208,7 @@ def test_twins_exist_in_every_profile():
                 continue
             for name in sorted(profiles):
                 try:
-                    _lookup(profiles[name], key[len(TWIN):])
+                    lookup(profiles[name], key[len(TWIN):])
                 except KeyError:
                     missing.append(f"{stage}: profiles.{name}.{key[len(TWIN):]}")
     assert not missing, "dvc.yaml lists profile twins that a profile lacks (add `{}`):\n  " + "\n  ".join(missing)
@@ -232,7 +222,7 @@ def test_every_base_param_has_its_profile_twin():
         for key in sorted(keys):
             if key == "profile" or key.startswith("profiles.") or key in templated:
                 continue
-            _lookup(_params(), key)  # a base key that exists
+            lookup(_params(), key)  # a base key that exists
             if TWIN + key not in keys:
                 missing.append(f"{stage}: {key} without {TWIN}{key}")
         for key in keys:
@@ -246,7 +236,7 @@ def test_profiles_do_not_move_templated_paths():
     for key in sorted(_templated_keys()):
         for name, prof in sorted(_params()["profiles"].items()):
             try:
-                _lookup(prof or {}, key)
+                lookup(prof or {}, key)
             except KeyError:
                 continue
             overridden.append(f"profiles.{name}.{key}")

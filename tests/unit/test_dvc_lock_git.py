@@ -12,29 +12,20 @@ git-ignored while dvc.yaml declared its files uncached, and would have caught th
 from __future__ import annotations
 
 import hashlib
-import re
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from testutil import resolve_dvc_template
+
+from chintox.dvc_lock import dvc_lock_outs
 
 REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = re.compile(r"\$\{\s*([\w.]+)\s*\}")
 
 
 def _git(*args: str) -> bytes:
     return subprocess.run(["git", *args], cwd=REPO, check=True, capture_output=True).stdout
-
-
-def _resolve(path: str, params: dict) -> str:
-    def value(m: re.Match) -> str:
-        node = params
-        for part in m.group(1).split("."):
-            node = node[part]
-        return str(node)
-
-    return TEMPLATE.sub(value, path)
 
 
 def uncached_outs(dvc_yaml: dict, params: dict) -> dict[str, list[str]]:
@@ -46,25 +37,20 @@ def uncached_outs(dvc_yaml: dict, params: dict) -> dict[str, list[str]]:
                 if isinstance(entry, dict):
                     ((path, opts),) = entry.items()
                     if (opts or {}).get("cache", True) is False:
-                        found.setdefault(stage, []).append(_resolve(path, params))
+                        found.setdefault(stage, []).append(resolve_dvc_template(path, params))
     return found
 
 
-def _head_files() -> tuple[dict, dict, dict]:
+def test_every_uncached_out_is_committed_as_dvc_lock_records_it() -> None:
     if not (REPO / ".git").exists():
         pytest.fail(f"{REPO} is not a git checkout: this test checks what a commit holds")
-    load = lambda name: yaml.safe_load(_git("show", f"HEAD:{name}"))
-    return load("dvc.yaml"), load("params.yaml"), load("dvc.lock")
-
-
-def test_every_uncached_out_is_committed_as_dvc_lock_records_it() -> None:
-    dvc_yaml, params, lock = _head_files()
+    dvc_yaml, params = (yaml.safe_load(_git("show", f"HEAD:{name}")) for name in ("dvc.yaml", "params.yaml"))
     outs = uncached_outs(dvc_yaml, params)
     assert outs, "dvc.yaml declares no cache: false output: the parser no longer reads it"
+    recorded = dvc_lock_outs(REPO, "HEAD")
     tracked = set(_git("ls-files", "-z").decode().split("\0"))
     problems = []
     for stage, paths in outs.items():
-        recorded = {o["path"]: o.get("md5") for o in lock["stages"].get(stage, {}).get("outs", [])}
         for path in paths:
             if path not in recorded:
                 problems.append(f"{stage}: {path} is not in dvc.lock (stage never locked?)")
