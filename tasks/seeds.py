@@ -17,7 +17,9 @@ the training seed moves is measured.
 
 Each variant of :data:`VARIANTS` is an experiment per seed, the workspace's seed included, of the
 evaluate stage with the variant's parameters and ``train.seed`` set, so that its comparison is a claim
-over seeds too: ``no-pretrain`` (the base not pre-trained) and ``study-prompt`` (the study's prompt)::
+over seeds too: ``no-pretrain`` (the base not pre-trained), ``study-prompt`` (the study's prompt) and
+``pretrain-1600`` (twice the tiny profile's pre-training: with ``no-pretrain`` and the workspace, a curve of
+the detector against pre-training tokens)::
 
     dvc exp run --temp --allow-missing -n seed-<s>-no-pretrain -S train.seed=<s> -S model.tiny.pretrain_steps=0 evaluate
 
@@ -85,6 +87,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "base_note": ("the base rebuilt, since the prompt is one of its inputs, and checked to be the "
                       "workspace's byte for byte but for its build record"),
         "difference": "Stage 2 only: our prompt minus the study's",
+    },
+    # A point of the curve of detector figures against pre-training tokens (0: no-pretrain; the
+    # workspace's steps; this): twice the tiny profile's 800 steps, 6.6M tokens, ~19 min of base on 2 cores.
+    "pretrain-1600": {
+        "label": "Stage 2 only, base pre-trained 1,600 steps",
+        "set": {"model.tiny.pretrain_steps": 1600},
+        "base": "rebuilt",
+        "base_note": "the base rebuilt by that parameter",
+        "difference": "Stage 2 only: the workspace's pre-training minus 1,600 steps",
     },
 }
 BASE_RULES = ("same", "rebuilt", "same weights")

@@ -187,7 +187,8 @@ def _make_toy(root) -> tuple:
 def toy_repo(tmp_path_factory):
     repo, cfg = _make_toy(tmp_path_factory.mktemp("seeds"))
     assert cfg.train.compare_seeds == [42, 1, 2] and cfg.train_seed == 42
-    assert run_experiments(cfg, repo) == [1, 2, *((s, v) for v in ("no-pretrain", "study-prompt") for s in (42, 1, 2))]
+    assert run_experiments(cfg, repo) == [1, 2, *((s, v) for v in ("no-pretrain", "study-prompt", "pretrain-1600")
+                                                 for s in (42, 1, 2))]
     return repo, cfg
 
 
@@ -343,7 +344,7 @@ def test_only_one_variant_keeps_the_rest_of_a_record_that_still_describes_the_wo
     path.write_text(json.dumps({"status": "not run", "how": "x"}))
     with pytest.raises(SeedsError, match="is not one: run `make seeds` in full"):
         collect(cfg, repo, ["study-prompt"])
-    with pytest.raises(SeedsError, match="the variants are no-pretrain, study-prompt"):
+    with pytest.raises(SeedsError, match="the variants are no-pretrain, study-prompt, pretrain-1600"):
         collect(cfg, repo, ["rank-8"])
     collect(cfg, repo)  # the full record again, for the other tests
 
