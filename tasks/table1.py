@@ -36,6 +36,13 @@ STUDY_COLUMNS = ("model", "train_dataset", "vllm", "test_dataset", "accuracy", "
                  "auc", "samples_per_s")
 STUDY_PERCENT = ("accuracy", "precision", "recall", "f1", "auc")
 STUDY_TEST_SETS = {"ToxiCN": "toxicn_test", "COLD": "cold_test"}
+CURVE_PARAM = "model.tiny.pretrain_steps"  # the variants of make seeds that draw the pre-training curve
+CURVE_DETECTOR = "stage2"
+CURVE_FIGS = (("toxicn_val.accuracy", "ToxiCN val Acc"), ("toxicn_val.f1", "ToxiCN val F1"),
+              ("toxicn_test.accuracy", "ToxiCN test Acc"), ("toxicn_test.f1", "ToxiCN test F1"),
+              ("cold_test.accuracy", "COLD Acc"))
+CURVE_PLOT = "table1/pretrain_curve.png"  # under paths.reports (the table1 stage's plot folder)
+TFIDF_MODEL = "Char n-gram TF-IDF + logistic regression (reference)"
 
 
 class StudyTableError(ValueError):
@@ -212,7 +219,14 @@ def render_table1(rows: list[dict[str, Any]], cfg: Any, published: list[dict[str
     if seeds is not None:
         lines += seeds_lines(seeds, {k: _config_hash(Path(cfg.paths.models) / k) for k in SEED_ROWS},
                              {u: dvc_md5(u) for u in upstream_paths(cfg)})
+        lines += curve_lines(pretrain_curve(seeds, read_build_info(Path(cfg.paths.models) / cfg.evaluate.base_dir)),
+                             tfidf_row(rows))
     return "\n".join(lines)
+
+
+def tfidf_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The measured TF-IDF reference row of Table 1, None when it failed."""
+    return next((r for r in rows if r["model"] == TFIDF_MODEL and "toxicn" in r), None)
 
 
 def _config_hash(detector: Path) -> str | None:
@@ -220,15 +234,18 @@ def _config_hash(detector: Path) -> str | None:
     return card.config_hash if card is not None else None
 
 
+def read_build_info(base_dir: Path) -> dict[str, Any] | None:
+    """The base step's build record (``build_info.json``), None when the base has none."""
+    f = base_dir / "build_info.json"
+    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
+
+
 def base_summary(base_dir: Path) -> str | None:
     """One paragraph on the base the detectors were built on, from the base step's ``build_info.json``:
     its size and, for a pre-trained tiny base, the corpus (which sources, COLD train's texts in or out),
     the tokens it saw and its held-out perplexity before and after."""
-    f = base_dir / "build_info.json"
-    if not f.is_file():
-        return None
-    info = json.loads(f.read_text(encoding="utf-8"))
-    if info.get("kind") != "tiny":
+    info = read_build_info(base_dir)
+    if info is None or info.get("kind") != "tiny":
         return None
     text = (f"Base: the tiny model built here, {info['parameters'] / 1e6:.1f}M parameters, "
             f"{info['vocab_size']}-token BPE vocabulary")
@@ -311,6 +328,79 @@ def seeds_lines(rec: dict[str, Any], current: dict[str, str | None],
         if name not in variants:
             lines += ["", f"{spec['label']}: not in this record; `{rec['command']} ONLY={name}` runs it."]
     return [*lines, ""]
+
+
+def pretrain_curve(rec: dict[str, Any], base_info: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Stage 2 only against the base's pre-training, from the seeds record: the workspace arm (steps and
+    tokens from its base's build record) and each variant that changes :data:`CURVE_PARAM` and nothing
+    else, by steps; each point's figures over the seeds (mean, std, range). A variant's tokens are its
+    steps times the workspace's tokens per step (the variants change the steps only). Empty unless the
+    record is measured, the base is a tiny one and there are two points at least."""
+    if rec.get("status") != "measured" or not base_info or base_info.get("kind") != "tiny" \
+            or "pretrain_steps" not in base_info:
+        return []
+    steps = int(base_info["pretrain_steps"])
+    per_step = base_info.get("pretrain_tokens", 0) / steps if steps else None
+    points = [{"arm": "workspace", "steps": steps, "tokens": int(base_info.get("pretrain_tokens", 0)),
+               "figures": {f: rec["rows"][CURVE_DETECTOR][f] for f, _ in CURVE_FIGS}}]
+    for name, v in (rec.get("variants") or {}).items():
+        if set(v.get("set", {})) != {CURVE_PARAM}:
+            continue
+        n = int(v["set"][CURVE_PARAM])
+        tokens = 0 if n == 0 else (None if per_step is None else round(n * per_step))
+        points.append({"arm": name, "steps": n, "tokens": tokens,
+                       "figures": {f: v["row"][f] for f, _ in CURVE_FIGS}})
+    return sorted(points, key=lambda p: p["steps"]) if len(points) > 1 else []
+
+
+def curve_lines(points: list[dict[str, Any]], reference: dict[str, Any] | None) -> list[str]:
+    """The curve as a markdown table (figures in %, mean ± std (min–max) over the seeds)."""
+    if not points:
+        return []
+    lines = ["### Stage 2 only against pre-training tokens", "",
+             (f"The stage-2 detector of each seed above, by its base's pre-training (`{CURVE_PARAM}`): the "
+              "workspace's base and each variant that changes that parameter alone. Plot: "
+              f"`{CURVE_PLOT}`.")]
+    if reference is not None:
+        lines[-1] += (f" TF-IDF on the same split, ToxiCN test: Acc {_pct(reference['toxicn']['accuracy'])}, "
+                      f"F1 {_pct(reference['toxicn']['f1'])}; COLD Acc {_pct(reference['cold']['accuracy'])}.")
+    lines += ["", "| Pre-training steps | Tokens | Arm | " + " | ".join(n for _, n in CURVE_FIGS) + " |",
+              "|---" * (len(CURVE_FIGS) + 3) + "|"]
+    for p in points:
+        tokens = "?" if p["tokens"] is None else f"{p['tokens'] / 1e6:.1f}M"
+        lines.append(f"| {p['steps']:,} | {tokens} | {p['arm']} | "
+                     + " | ".join(_mean_sd(p["figures"][f]) for f, _ in CURVE_FIGS) + " |")
+    return [*lines, ""]
+
+
+def write_curve_plot(points: list[dict[str, Any]], reference: dict[str, Any] | None, path: Path) -> Path | None:
+    """The curve as a PNG: each figure's mean over the seeds against pre-training tokens, the standard
+    deviation as error bars, TF-IDF's ToxiCN test and COLD figures as dotted lines. None (no file) without a curve."""
+    pts = [p for p in points if p["tokens"] is not None]
+    if len(pts) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [p["tokens"] / 1e6 for p in pts]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (f, label), style in zip(CURVE_FIGS, ("o--", "s--", "o-", "s-", "^:"), strict=True):
+        line = ax.errorbar(x, [100 * p["figures"][f]["mean"] for p in pts],
+                           yerr=[100 * p["figures"][f]["std"] for p in pts], fmt=style, capsize=3, label=label)
+        ref_set = {"toxicn_test": "toxicn", "cold_test": "cold"}.get(f.split(".")[0])
+        if reference is not None and ref_set is not None:
+            ax.axhline(100 * reference[ref_set][f.split(".")[1]], ls=":", lw=1, color=line[0].get_color(),
+                       label=f"TF-IDF {label}")
+    ax.set(xlabel="pre-training tokens (millions)", ylabel="%",
+           title="Stage 2 only against pre-training (mean ± sd over seeds)")
+    ax.legend(fontsize=8, loc="best")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _published_lines(published: list[dict[str, Any]]) -> list[str]:
@@ -407,7 +497,7 @@ def run_table1(cfg: Any, model_dirs: dict[str, Path] | None = None, backends: li
     rows = table1_rows(cfg, model_dirs, backends)
     try:
         ref = run_tfidf_reference(cfg, ["toxicn_test", "cold_test"])
-        rows.append({"model": "Char n-gram TF-IDF + logistic regression (reference)", "backend": "sklearn",
+        rows.append({"model": TFIDF_MODEL, "backend": "sklearn",
                      "toxicn": ref["toxicn_test"], "cold": ref["cold_test"], "speed": ref["speed"],
                      "truncated": 0})
     except Exception as e:  # noqa: BLE001
@@ -427,9 +517,12 @@ def run_table1(cfg: Any, model_dirs: dict[str, Path] | None = None, backends: li
         "prompt_comparison": comparison,
         "seeds": seeds,
     }
-    build_info = Path(cfg.paths.models) / cfg.evaluate.base_dir / "build_info.json"
-    if build_info.is_file():
-        record["base"] = json.loads(build_info.read_text(encoding="utf-8"))
+    base_info = read_build_info(Path(cfg.paths.models) / cfg.evaluate.base_dir)
+    if base_info is not None:
+        record["base"] = base_info
+    curve = pretrain_curve(seeds, base_info)
+    record["pretrain_curve"] = curve
+    write_curve_plot(curve, tfidf_row(rows), out / CURVE_PLOT)
     (out / "table1.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     if log_mlflow:
         import mlflow

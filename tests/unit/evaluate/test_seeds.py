@@ -24,7 +24,7 @@ from tasks.seeds import (
     run_experiments,
     summarise,
 )
-from tasks.table1 import seeds_lines
+from tasks.table1 import curve_lines, pretrain_curve, seeds_lines, write_curve_plot
 
 
 def _arm(seed: int, s2: float, s12: float) -> dict:
@@ -73,7 +73,8 @@ Path("reports/table1.json").write_text(json.dumps({"measured": [
 
 STAGE2 = '''
 """The toy pipeline's `stage2`: "trains" the stage-2 detector from train.seed, on a pre-trained base
-or not (0.02 + 0.005 * (seed % 2) lower without), with our prompt or the study's (0.01 lower)."""
+or not (0.02 + 0.005 * (seed % 2) lower without; 0.004 higher after 1600 steps), with our prompt or the
+study's (0.01 lower)."""
 import json
 from pathlib import Path
 from chintox.config import load_config
@@ -83,6 +84,7 @@ s = cfg.train_seed
 pretrained = "pretrain 0" not in Path("models/base/content.txt").read_text()
 s2 = 0.70 + 0.01 * (s % 3) - (0 if pretrained else 0.02 + 0.005 * (s % 2))
 s2 -= 0.01 if "gao_study" in cfg.model.prompt_file else 0
+s2 += 0.004 if "pretrain 1600" in Path("models/base/content.txt").read_text() else 0
 Path("models/stage2").mkdir(parents=True, exist_ok=True)
 Path("models/stage2/detector.json").write_text(json.dumps({"val_metrics": {"accuracy": s2, "f1": s2, "auc": s2},
                                                            "config_hash": f"h{s}"}))
@@ -347,6 +349,36 @@ def test_only_one_variant_keeps_the_rest_of_a_record_that_still_describes_the_wo
     with pytest.raises(SeedsError, match="the variants are no-pretrain, study-prompt, pretrain-1600"):
         collect(cfg, repo, ["rank-8"])
     collect(cfg, repo)  # the full record again, for the other tests
+
+
+def test_the_pretraining_curve_is_the_workspace_arm_and_the_variants_that_change_the_steps_alone(toy_repo, tmp_path):
+    repo, cfg = toy_repo
+    rec = load_seeds(collect(cfg, repo))
+    base = {"kind": "tiny", "pretrain_steps": 800, "pretrain_tokens": 3_276_800}
+    points = pretrain_curve(rec, base)
+    # study-prompt changes the prompt, not the steps: not a point of the curve
+    assert [(p["arm"], p["steps"], p["tokens"]) for p in points] == [
+        ("no-pretrain", 0, 0), ("workspace", 800, 3_276_800), ("pretrain-1600", 1600, 6_553_600)]
+    acc = [p["figures"]["toxicn_test.accuracy"]["mean"] for p in points]
+    assert acc == pytest.approx([0.71 - 0.02 - 0.005 / 3, 0.71, 0.714])
+    assert points[2]["figures"]["toxicn_val.f1"]["std"] == pytest.approx(0.01)
+    assert rec["variants"]["pretrain-1600"]["difference"]["toxicn_val.accuracy"]["per_seed"] == pytest.approx(
+        [-0.004] * 3)
+    ref = {"toxicn": {"accuracy": 0.7503, "f1": 0.7737}, "cold": {"accuracy": 0.6519}}
+    md = "\n".join(curve_lines(points, ref))
+    assert "| 1,600 | 6.6M | pretrain-1600 | 71.40 ± 1.00 (70.40–72.40) |" in md
+    assert "| 0 | 0.0M | no-pretrain | " in md and md.index("| 0 |") < md.index("| 800 |") < md.index("| 1,600 |")
+    assert "TF-IDF on the same split, ToxiCN test: Acc 75.03, F1 77.37; COLD Acc 65.19." in md
+    png = write_curve_plot(points, ref, tmp_path / "plots" / "curve.png")
+    assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a workspace base not pre-trained gives no tokens per step: the other steps' tokens are unknown
+    unknown = pretrain_curve(rec, {"kind": "tiny", "pretrain_steps": 0, "pretrain_tokens": 0})
+    assert [p["tokens"] for p in unknown if p["steps"] == 1600] == [None]
+    assert "| 1,600 | ? | pretrain-1600 |" in "\n".join(curve_lines(unknown, None))
+    # no curve: a base that is not the tiny one, a record not measured, a single point
+    assert pretrain_curve(rec, {"kind": "rehearsal"}) == [] and pretrain_curve({"status": "not run"}, base) == []
+    assert pretrain_curve({**rec, "variants": {}}, base) == [] and curve_lines([], ref) == []
+    assert write_curve_plot(points[:1], ref, tmp_path / "one.png") is None and not (tmp_path / "one.png").exists()
 
 
 def test_table1_hashes_this_workspaces_splits_and_base_against_the_record(toy_repo, monkeypatch):
