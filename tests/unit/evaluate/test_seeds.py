@@ -189,7 +189,8 @@ def _make_toy(root) -> tuple:
 def toy_repo(tmp_path_factory):
     repo, cfg = _make_toy(tmp_path_factory.mktemp("seeds"))
     assert cfg.train.compare_seeds == [42, 1, 2] and cfg.train_seed == 42
-    assert run_experiments(cfg, repo) == [1, 2, *((s, v) for v in ("no-pretrain", "study-prompt", "pretrain-1600")
+    assert run_experiments(cfg, repo) == [1, 2, *((s, v) for v in ("no-pretrain", "study-prompt", "pretrain-1600",
+                                                                   "pretrain-3200")
                                                  for s in (42, 1, 2))]
     return repo, cfg
 
@@ -346,7 +347,7 @@ def test_only_one_variant_keeps_the_rest_of_a_record_that_still_describes_the_wo
     path.write_text(json.dumps({"status": "not run", "how": "x"}))
     with pytest.raises(SeedsError, match="is not one: run `make seeds` in full"):
         collect(cfg, repo, ["study-prompt"])
-    with pytest.raises(SeedsError, match="the variants are no-pretrain, study-prompt, pretrain-1600"):
+    with pytest.raises(SeedsError, match="the variants are no-pretrain, study-prompt, pretrain-1600, pretrain-3200"):
         collect(cfg, repo, ["rank-8"])
     collect(cfg, repo)  # the full record again, for the other tests
 
@@ -358,16 +359,17 @@ def test_the_pretraining_curve_is_the_workspace_arm_and_the_variants_that_change
     points = pretrain_curve(rec, base)
     # study-prompt changes the prompt, not the steps: not a point of the curve
     assert [(p["arm"], p["steps"], p["tokens"]) for p in points] == [
-        ("no-pretrain", 0, 0), ("workspace", 800, 3_276_800), ("pretrain-1600", 1600, 6_553_600)]
+        ("no-pretrain", 0, 0), ("workspace", 800, 3_276_800), ("pretrain-1600", 1600, 6_553_600),
+        ("pretrain-3200", 3200, 13_107_200)]
     acc = [p["figures"]["toxicn_test.accuracy"]["mean"] for p in points]
-    assert acc == pytest.approx([0.71 - 0.02 - 0.005 / 3, 0.71, 0.714])
+    assert acc == pytest.approx([0.71 - 0.02 - 0.005 / 3, 0.71, 0.714, 0.71])
     assert points[2]["figures"]["toxicn_val.f1"]["std"] == pytest.approx(0.01)
     assert rec["variants"]["pretrain-1600"]["difference"]["toxicn_val.accuracy"]["per_seed"] == pytest.approx(
         [-0.004] * 3)
     ref = {"toxicn": {"accuracy": 0.7503, "f1": 0.7737}, "cold": {"accuracy": 0.6519}}
     md = "\n".join(curve_lines(points, ref))
     assert "| 1,600 | 6.6M | pretrain-1600 | 71.40 ± 1.00 (70.40–72.40) |" in md
-    assert "| 0 | 0.0M | no-pretrain | " in md and md.index("| 0 |") < md.index("| 800 |") < md.index("| 1,600 |")
+    assert "| 0 | 0.0M | no-pretrain | " in md and md.index("| 0 |") < md.index("| 800 |") < md.index("| 1,600 |") < md.index("| 3,200 |")
     assert "TF-IDF on the same split, ToxiCN test: Acc 75.03, F1 77.37; COLD Acc 65.19." in md
     png = write_curve_plot(points, ref, tmp_path / "plots" / "curve.png")
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
