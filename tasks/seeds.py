@@ -68,6 +68,20 @@ ROWS = {"stage2": "Stage 2 only (ToxiCN)", "table1_arm/stage2": "Stage 1+2 (COIG
 NOT_RUN = {"status": "not run", "how": f"`{COMMAND}`, then `dvc repro table1`"}
 VARIANT_TARGET = "evaluate"  # a variant's experiment trains stage 2 on its own base and scores it
 VARIANT_DETECTOR = "stage2"  # the detector a variant is compared on (under paths.models)
+
+
+def pretrain_variant(steps: int) -> dict[str, Any]:
+    """A variant that changes the tiny base's pre-training steps alone: a point of Table 1's curve of the
+    detector against pre-training tokens (:func:`tasks.table1.pretrain_curve` reads it by its ``set``)."""
+    return {
+        "label": f"Stage 2 only, base pre-trained {steps:,} steps",
+        "set": {"model.tiny.pretrain_steps": steps},
+        "base": "rebuilt",
+        "base_note": "the base rebuilt by that parameter",
+        "difference": f"Stage 2 only: the workspace's pre-training minus {steps:,} steps",
+    }
+
+
 # What a variant does to the base (``models/base``): "same" (the default): the workspace's, by its
 # dvc.lock md5; "rebuilt": must differ, or the variant measured nothing; "same weights": may be rebuilt
 # (the parameter is one of the base stage's inputs) but every file of it other than its build record must
@@ -88,24 +102,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
                       "workspace's byte for byte but for its build record"),
         "difference": "Stage 2 only: our prompt minus the study's",
     },
-    # A point of the curve of detector figures against pre-training tokens (0: no-pretrain; the
-    # workspace's steps; this): twice the tiny profile's 800 steps, 6.6M tokens, ~19 min of base on 2 cores.
-    "pretrain-1600": {
-        "label": "Stage 2 only, base pre-trained 1,600 steps",
-        "set": {"model.tiny.pretrain_steps": 1600},
-        "base": "rebuilt",
-        "base_note": "the base rebuilt by that parameter",
-        "difference": "Stage 2 only: the workspace's pre-training minus 1,600 steps",
-    },
-    # The next point, doubling again (13.1M tokens, 1.6 passes over the corpus, ~40 min of base): over
+    # Points of the curve of detector figures against pre-training tokens (0: no-pretrain; the
+    # workspace's 800 steps; these). 1,600: twice the tiny profile's, 6.6M tokens, ~19 min of base on
+    # 2 cores. 3,200: doubling again (13.1M tokens, 1.6 passes over the corpus, ~40 min of base): over
     # seeds, 1,600 steps lifted ToxiCN val but not test, so whether test follows is read further out.
-    "pretrain-3200": {
-        "label": "Stage 2 only, base pre-trained 3,200 steps",
-        "set": {"model.tiny.pretrain_steps": 3200},
-        "base": "rebuilt",
-        "base_note": "the base rebuilt by that parameter",
-        "difference": "Stage 2 only: the workspace's pre-training minus 3,200 steps",
-    },
+    **{f"pretrain-{steps}": pretrain_variant(steps) for steps in (1600, 3200)},
 }
 BASE_RULES = ("same", "rebuilt", "same weights")
 BASE_RECORD = "build_info.json"  # the base's build record: it notes the prompt's token count
@@ -164,6 +165,11 @@ def run_experiments(cfg: Any, repo: Path, only: list[str] | None = None) -> list
     those variants' experiments alone (:func:`collect` then keeps the rest of the committed record).
     Refuses to start when the workspace's Table 1 is stale."""
     require_up_to_date(repo, TARGET, f"run `dvc repro` first, it is the seed {cfg.train_seed} arm")
+    # Refused now, not after hours of experiments, what collect would refuse: a workspace that is not
+    # HEAD's dvc.lock, and for --only a committed record that no longer describes the workspace.
+    _workspace_lock(repo, git(repo, "rev-parse", "HEAD"), upstream_paths(cfg))
+    if only:
+        _committed_record(cfg, repo, variants_of(only))
     ran: list[int | tuple[int, str]] = []
     todo: list[tuple[int, str | None]] = [] if only else [(s, None) for s in seeds_of(cfg) if s != cfg.train_seed]
     todo += [(s, v) for v in variants_of(only) for s in seeds_of(cfg)]
@@ -279,14 +285,11 @@ def collect(cfg: Any, repo: Path, only: list[str] | None = None) -> Path:
     require_up_to_date(repo, TARGET, f"run `dvc repro` first, it is the seed {cfg.train_seed} arm")
     head = git(repo, "rev-parse", "HEAD")
     upstream = upstream_paths(cfg)
-    ws_lock = lock_outs(repo, head)
-    missing = [u for u in upstream if u not in ws_lock]
-    if missing:
-        raise SeedsError(f"dvc.lock at HEAD records no {missing}: run `dvc repro` and commit dvc.lock")
+    ws_lock = _workspace_lock(repo, head, upstream)
     out = repo / reports / SEEDS_FILE
     ws_cards = cards_from(lambda p: (repo / p).read_bytes())
     if only:
-        prior = _reusable_record(cfg, out, seeds, {u: ws_lock[u] for u in upstream}, ws_cards)
+        prior = _committed_record(cfg, repo, names)
         arms, experiments, variants = prior["seeds"], prior["experiments"], dict(prior.get("variants") or {})
         commit = prior["commit"]
     else:
@@ -324,6 +327,37 @@ def collect(cfg: Any, repo: Path, only: list[str] | None = None) -> Path:
               "seeds": arms, **compare(arms), "variants": variants}
     out.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return out
+
+
+def _workspace_lock(repo: Path, head: str, upstream: list[str]) -> dict[str, str]:
+    """``dvc.lock``'s outs at ``head``, refused unless it records the splits and the base and the
+    workspace's ``dvc.lock`` is that one: the experiments are of ``HEAD`` and the record names its
+    inputs, so a workspace rebuilt into other outputs (another machine's base, say) and not committed
+    would be paired with a commit that describes something else."""
+    if git(repo, "status", "--porcelain", "--", "dvc.lock"):
+        raise SeedsError("dvc.lock has changes that are not committed: the workspace is not what HEAD's "
+                         "dvc.lock records, and the seeds' experiments are of HEAD; commit dvc.lock and the "
+                         "outputs git tracks, or `git checkout dvc.lock` and `dvc checkout`, first")
+    ws_lock = lock_outs(repo, head)
+    missing = [u for u in upstream if u not in ws_lock]
+    if missing:
+        raise SeedsError(f"dvc.lock at HEAD records no {missing}: run `dvc repro` and commit dvc.lock")
+    return ws_lock
+
+
+def _committed_record(cfg: Any, repo: Path, names: list[str]) -> dict[str, Any]:
+    """The committed ``seeds.json`` that ``--only`` (``names``) adds to, refused unless it still
+    describes this workspace (:func:`_reusable_record`): checked by :func:`run_experiments` before the
+    first experiment starts and by :func:`collect` again."""
+    reports, models = Path(cfg.paths.reports), Path(cfg.paths.models)
+    upstream = upstream_paths(cfg)
+    ws_lock = _workspace_lock(repo, git(repo, "rev-parse", "HEAD"), upstream)
+    ws_cards = {k: read_json((repo / models / k / CARD_FILE).read_bytes(), f"{k}/{CARD_FILE}") for k in ROWS}
+    try:
+        return _reusable_record(cfg, repo / reports / SEEDS_FILE, seeds_of(cfg),
+                                {u: ws_lock[u] for u in upstream}, ws_cards)
+    except SeedsError as e:
+        raise SeedsError(f"--only {' '.join(names)}: {e}") from None
 
 
 def _reusable_record(cfg: Any, path: Path, seeds: list[int], inputs_md5: dict[str, str],

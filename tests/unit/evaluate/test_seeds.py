@@ -257,6 +257,23 @@ def test_an_experiment_that_differs_in_more_than_the_seed_is_refused(toy_repo):
         collect(config_from_dict(raw), repo)
 
 
+def test_a_workspace_that_is_not_heads_dvc_lock_is_refused_before_any_experiment(toy_repo):
+    """The seeds' experiments are of HEAD and the record names HEAD's splits and base: a workspace rebuilt
+    into other outputs and not committed (another machine's base, say) is not what they pair with."""
+    repo, cfg = toy_repo
+    lock = repo / "dvc.lock"
+    committed = lock.read_text()
+    lock.write_text(committed.replace("stages:", "stages:  # rebuilt elsewhere", 1))
+    try:
+        for call in (lambda: run_experiments(cfg, repo, ["study-prompt"]), lambda: run_experiments(cfg, repo),
+                     lambda: collect(cfg, repo)):
+            with pytest.raises(SeedsError, match="dvc.lock has changes that are not committed"):
+                call()
+    finally:
+        lock.write_text(committed)
+    assert run_experiments(cfg, repo) == []  # committed again: every experiment of HEAD exists
+
+
 def test_fewer_than_three_seeds_make_no_claim(toy_repo):
     repo, _ = toy_repo
     raw = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
@@ -339,6 +356,9 @@ def test_only_one_variant_keeps_the_rest_of_a_record_that_still_describes_the_wo
         path.write_text(json.dumps({**full, field: value}))
         with pytest.raises(SeedsError, match=rf"seeds.json no longer describes this workspace \({refusal}.*in full"):
             collect(cfg, repo, ["study-prompt"])
+        # and before any experiment runs, not after them (a variant is hours of them on 2 cores)
+        with pytest.raises(SeedsError, match=rf"^--only study-prompt: .*seeds.json no longer describes .*{refusal}"):
+            run_experiments(cfg, repo, ["study-prompt"])
     ws = {**full["seeds"][0], "rows": {**full["seeds"][0]["rows"],
                                         "stage2": {**full["seeds"][0]["rows"]["stage2"], "config_hash": "old"}}}
     path.write_text(json.dumps({**full, "seeds": [ws, *full["seeds"][1:]]}))
