@@ -56,7 +56,7 @@ dvc-remote-ssh: setup  ## Add the stack's SSH remote to this DVC project as `sha
 
 # Table 1's comparisons over training seeds: a DVC experiment per seed for stage 1 + 2 against stage 2
 # (about 20 min each on 2 cores), one per seed for a base not pre-trained (about 8 min each), one per seed
-# for the study's prompt (about 20 min each) and one per seed for a base pre-trained 1,600 steps, outside
+# for the study's prompt (about 20 min each) and one per seed for a base pre-trained 1,600 and 3,200 steps, outside
 # `make repro`'s budget; `dvc repro table1` then shows mean and spread in Table 1. `make seeds ONLY=study-prompt` runs one variant and keeps the rest.
 .PHONY: seeds
 seeds: setup  ## Table 1's comparisons over train.compare_seeds (DVC experiments per seed), then reports/seeds.json; ONLY=<variant> runs that variant alone

@@ -167,9 +167,10 @@ def run_experiments(cfg: Any, repo: Path, only: list[str] | None = None) -> list
     require_up_to_date(repo, TARGET, f"run `dvc repro` first, it is the seed {cfg.train_seed} arm")
     # Refused now, not after hours of experiments, what collect would refuse: a workspace that is not
     # HEAD's dvc.lock, and for --only a committed record that no longer describes the workspace.
-    _workspace_lock(repo, git(repo, "rev-parse", "HEAD"), upstream_paths(cfg))
+    ws_lock = _workspace_lock(repo, git(repo, "rev-parse", "HEAD"), upstream_paths(cfg))
     if only:
-        _committed_record(cfg, repo, variants_of(only))
+        _committed_record(cfg, repo, variants_of(only), ws_lock,
+                          _cards(Path(cfg.paths.models), lambda p: (repo / p).read_bytes()))
     ran: list[int | tuple[int, str]] = []
     todo: list[tuple[int, str | None]] = [] if only else [(s, None) for s in seeds_of(cfg) if s != cfg.train_seed]
     todo += [(s, v) for v in variants_of(only) for s in seeds_of(cfg)]
@@ -277,9 +278,6 @@ def collect(cfg: Any, repo: Path, only: list[str] | None = None) -> Path:
     if reports.is_absolute() or models.is_absolute():
         raise SeedsError("paths.reports and paths.models must be relative to the repository")
 
-    def cards_from(read) -> dict[str, dict[str, Any]]:
-        return {k: read_json(read(f"{models.as_posix()}/{k}/{CARD_FILE}"), f"{k}/{CARD_FILE}") for k in ROWS}
-
     seeds = seeds_of(cfg)
     names = variants_of(only)
     require_up_to_date(repo, TARGET, f"run `dvc repro` first, it is the seed {cfg.train_seed} arm")
@@ -287,9 +285,9 @@ def collect(cfg: Any, repo: Path, only: list[str] | None = None) -> Path:
     upstream = upstream_paths(cfg)
     ws_lock = _workspace_lock(repo, head, upstream)
     out = repo / reports / SEEDS_FILE
-    ws_cards = cards_from(lambda p: (repo / p).read_bytes())
+    ws_cards = _cards(models, lambda p: (repo / p).read_bytes())
     if only:
-        prior = _committed_record(cfg, repo, names)
+        prior = _committed_record(cfg, repo, names, ws_lock, ws_cards)
         arms, experiments, variants = prior["seeds"], prior["experiments"], dict(prior.get("variants") or {})
         commit = prior["commit"]
     else:
@@ -303,7 +301,7 @@ def collect(cfg: Any, repo: Path, only: list[str] | None = None) -> Path:
                 continue
             rev, baseline, at_rev, _ = _checked_experiment(cfg, repo, seed, None, ws_lock, upstream)
             arms.append(_arm(seed, read_json(at_rev(f"{reports.as_posix()}/table1.json"), "table1.json"),
-                             cards_from(at_rev), f"experiment {experiment_name(seed)} ({rev[:12]})"))
+                             _cards(models, at_rev), f"experiment {experiment_name(seed)} ({rev[:12]})"))
             experiments.append({"seed": seed, "name": experiment_name(seed), "rev": rev,
                                 "baseline_commit": baseline})
     for variant in names:
@@ -345,17 +343,21 @@ def _workspace_lock(repo: Path, head: str, upstream: list[str]) -> dict[str, str
     return ws_lock
 
 
-def _committed_record(cfg: Any, repo: Path, names: list[str]) -> dict[str, Any]:
+def _cards(models: Path, read: Any) -> dict[str, dict[str, Any]]:
+    """Both detectors' cards (:data:`ROWS`), each read by ``read`` (a path relative to the repository ->
+    bytes): from the workspace, or at an experiment's commit."""
+    return {k: read_json(read(f"{models.as_posix()}/{k}/{CARD_FILE}"), f"{k}/{CARD_FILE}") for k in ROWS}
+
+
+def _committed_record(cfg: Any, repo: Path, names: list[str], ws_lock: dict[str, str],
+                      ws_cards: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The committed ``seeds.json`` that ``--only`` (``names``) adds to, refused unless it still
-    describes this workspace (:func:`_reusable_record`): checked by :func:`run_experiments` before the
-    first experiment starts and by :func:`collect` again."""
-    reports, models = Path(cfg.paths.reports), Path(cfg.paths.models)
-    upstream = upstream_paths(cfg)
-    ws_lock = _workspace_lock(repo, git(repo, "rev-parse", "HEAD"), upstream)
-    ws_cards = {k: read_json((repo / models / k / CARD_FILE).read_bytes(), f"{k}/{CARD_FILE}") for k in ROWS}
+    describes this workspace (its ``dvc.lock`` outs ``ws_lock``, its detectors' cards ``ws_cards``;
+    :func:`_reusable_record`): checked by :func:`run_experiments` before the first experiment starts
+    and by :func:`collect` again."""
     try:
-        return _reusable_record(cfg, repo / reports / SEEDS_FILE, seeds_of(cfg),
-                                {u: ws_lock[u] for u in upstream}, ws_cards)
+        return _reusable_record(cfg, repo / Path(cfg.paths.reports) / SEEDS_FILE, seeds_of(cfg),
+                                {u: ws_lock[u] for u in upstream_paths(cfg)}, ws_cards)
     except SeedsError as e:
         raise SeedsError(f"--only {' '.join(names)}: {e}") from None
 
